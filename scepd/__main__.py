@@ -1,0 +1,5 @@
+import sys
+
+from scepd.cli import main
+
+sys.exit(main())
