@@ -1,0 +1,133 @@
+"""The only place scepd writes key material and certificates.
+
+Every write is atomic (temporary file in the same directory, fsync, rename, fsync of the
+directory), so a crash or a full disk never leaves a half-written key or certificate and an
+existing file stays byte-identical until its replacement is complete."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import stat
+import tempfile
+from collections.abc import Iterable
+from pathlib import Path
+
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
+
+from scepd.errors import LocalFileError, UsageError
+from scepd.protocol.keys import SoftwareKey
+
+KEY_MODE = 0o600
+CERT_MODE = 0o644
+MIN_KEY_BITS = 2048
+
+
+def _why(exc: OSError) -> str:
+    return exc.strerror or str(exc)
+
+
+def write_atomic(path: Path, data: bytes, mode: int) -> None:
+    """Replace ``path`` with ``data`` in one rename; the file has ``mode`` from its creation."""
+    directory = path.parent if str(path.parent) else Path(".")
+    try:
+        fd, tmp = tempfile.mkstemp(dir=directory, prefix=f".{path.name}.", suffix=".tmp")
+    except OSError as exc:
+        raise LocalFileError(f"{path}: cannot create a file in {directory} ({_why(exc)})") from None
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            os.fchmod(handle.fileno(), mode)
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except OSError as exc:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise LocalFileError(f"{path}: cannot write ({_why(exc)})") from None
+    _fsync_dir(directory)
+
+
+def _fsync_dir(directory: Path) -> None:
+    try:
+        fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def check_writable(path: Path) -> None:
+    """Fail before talking to the CA (and spending a one-time password) if ``path`` cannot be
+    written."""
+    directory = path.parent if str(path.parent) else Path(".")
+    if not directory.is_dir():
+        raise LocalFileError(f"{path}: directory {directory} does not exist")
+    if not os.access(directory, os.W_OK | os.X_OK):
+        raise LocalFileError(f"{path}: directory {directory} is not writable")
+    if path.exists() and not path.is_file():
+        raise LocalFileError(f"{path}: exists and is not a regular file")
+
+
+def load_key(path: Path) -> SoftwareKey:
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise LocalFileError(f"{path}: cannot read key ({_why(exc)})") from None
+    try:
+        key = serialization.load_pem_private_key(data, password=None)
+    except (ValueError, TypeError) as exc:
+        raise LocalFileError(
+            f"{path}: not an unencrypted PEM private key ({str(exc).splitlines()[0]})"
+        ) from None
+    if not isinstance(key, rsa.RSAPrivateKey):
+        raise LocalFileError(f"{path}: SCEP needs an RSA key, this is {type(key).__name__}")
+    return SoftwareKey(key)
+
+
+def load_or_create_key(path: Path, bits: int) -> tuple[SoftwareKey, bool]:
+    """The key at ``path``; a new RSA key (mode 0600) when there is none.  True if created."""
+    if path.exists():
+        return load_key(path), False
+    if bits < MIN_KEY_BITS:
+        raise UsageError(f"--key-size {bits}: RSA keys must have at least {MIN_KEY_BITS} bits")
+    check_writable(path)
+    key = rsa.generate_private_key(public_exponent=65537, key_size=bits)
+    pem = key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    )
+    write_atomic(path, pem, KEY_MODE)
+    return SoftwareKey(key), True
+
+
+def certificates_pem(certs: Iterable[x509.Certificate]) -> bytes:
+    return b"".join(c.public_bytes(serialization.Encoding.PEM) for c in certs)
+
+
+def write_certificates(path: Path, certs: Iterable[x509.Certificate]) -> None:
+    """PEM certificates; an existing file keeps its permission bits."""
+    mode = CERT_MODE
+    with contextlib.suppress(FileNotFoundError):
+        mode = stat.S_IMODE(path.stat().st_mode)
+    write_atomic(path, certificates_pem(certs), mode)
+
+
+def read_secret(path: Path) -> str:
+    """A challenge password from a file: first line, surrounding whitespace removed."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise LocalFileError(f"{path}: cannot read challenge file ({_why(exc)})") from None
+    except UnicodeDecodeError:
+        raise LocalFileError(f"{path}: challenge file is not UTF-8 text") from None
+    lines = text.splitlines()
+    secret = lines[0].strip() if lines else ""
+    if not secret:
+        raise UsageError(f"{path}: challenge file is empty")
+    return secret
