@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import re
 
 from cryptography import x509
 from cryptography.hazmat.primitives.ciphers import CipherAlgorithm
@@ -26,11 +27,19 @@ def not_valid_before(cert: x509.Certificate) -> dt.datetime:
     """notBefore as an aware UTC datetime (``*_utc`` properties arrived in cryptography 42)."""
     if hasattr(cert, "not_valid_before_utc"):
         return cert.not_valid_before_utc
-    return cert.not_valid_before.replace(tzinfo=dt.timezone.utc)
+    return cert.not_valid_before.replace(tzinfo=dt.UTC)
 
 
 def not_valid_after(cert: x509.Certificate) -> dt.datetime:
     """notAfter as an aware UTC datetime."""
     if hasattr(cert, "not_valid_after_utc"):
         return cert.not_valid_after_utc
-    return cert.not_valid_after.replace(tzinfo=dt.timezone.utc)
+    return cert.not_valid_after.replace(tzinfo=dt.UTC)
+
+
+_PEM_CERT = re.compile(rb"-----BEGIN CERTIFICATE-----.+?-----END CERTIFICATE-----", re.S)
+
+
+def load_pem_certificates(data: bytes) -> list[x509.Certificate]:
+    """Every certificate of a PEM bundle (``x509.load_pem_x509_certificates`` needs 39)."""
+    return [x509.load_pem_x509_certificate(block) for block in _PEM_CERT.findall(data)]

@@ -21,6 +21,7 @@ if TYPE_CHECKING:
     from cryptography import x509
 
     from scepd.client import ScepClient
+    from scepd.protocol.fingerprint import Fingerprint
 
 log = logging.getLogger("scepd")
 
@@ -40,7 +41,9 @@ def _parser() -> argparse.ArgumentParser:
     )
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
-    def command(name: str, help_text: str, func: Callable[[argparse.Namespace], int]) -> argparse.ArgumentParser:
+    def command(
+        name: str, help_text: str, func: Callable[[argparse.Namespace], int]
+    ) -> argparse.ArgumentParser:
         sub = commands.add_parser(
             name,
             help=help_text,
@@ -49,6 +52,10 @@ def _parser() -> argparse.ArgumentParser:
             formatter_class=argparse.RawDescriptionHelpFormatter,
         )
         sub.set_defaults(func=func)
+        # --debug works before or after the command; SUPPRESS keeps the global value.
+        sub.add_argument(
+            "--debug", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS
+        )
         _server_options(sub)
         return sub
 
@@ -114,11 +121,14 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _server_options(sub: argparse.ArgumentParser) -> None:
-    sub.add_argument("--url", required=True, help="SCEP URL, e.g. http://ndes/certsrv/mscep/mscep.dll")
+    sub.add_argument(
+        "--url", required=True, help="SCEP URL, e.g. http://ndes/certsrv/mscep/mscep.dll"
+    )
     sub.add_argument(
         "--ca-identifier",
         metavar="ID",
-        help="CA identifier sent as GetCACert's message (EJBCA needs the CA name); omitted by default",
+        help="CA identifier sent as GetCACert's message (EJBCA needs the CA name); "
+        "omitted by default",
     )
     sub.add_argument("--ca-bundle", metavar="FILE", help="CA bundle to verify an https server")
     sub.add_argument(
@@ -149,7 +159,7 @@ def _client(args: argparse.Namespace) -> ScepClient:
     return ScepClient(transport, ca_identifier=args.ca_identifier)
 
 
-def _pin(args: argparse.Namespace):  # type: ignore[no-untyped-def]
+def _pin(args: argparse.Namespace) -> Fingerprint | None:
     from scepd.protocol.fingerprint import Fingerprint
 
     return Fingerprint.parse(args.fingerprint) if args.fingerprint else None
@@ -215,7 +225,12 @@ def cmd_enroll(args: argparse.Namespace) -> int:
     from scepd._compat import not_valid_after
     from scepd.client import Algorithms, EnrollmentRequest, Issued
     from scepd.protocol.algorithms import ContentCipher, Digest
-    from scepd.protocol.csr import DEFAULT_KEY_USAGE, SubjectAltNames, challenge_value, parse_subject
+    from scepd.protocol.csr import (
+        DEFAULT_KEY_USAGE,
+        SubjectAltNames,
+        challenge_value,
+        parse_subject,
+    )
 
     # Everything local is checked before the first request, so a typo never costs an OTP.
     pin = _pin(args)

@@ -41,7 +41,7 @@ Clock = Callable[[], dt.datetime]
 
 
 def utc_now() -> dt.datetime:
-    return dt.datetime.now(dt.timezone.utc)
+    return dt.datetime.now(dt.UTC)
 
 
 @dataclass(frozen=True)
@@ -49,7 +49,7 @@ class EnrollmentRequest:
     """What to ask the CA for."""
 
     subject: x509.Name
-    sans: SubjectAltNames = SubjectAltNames()
+    sans: SubjectAltNames = field(default_factory=SubjectAltNames)
     key_usage: tuple[str, ...] = DEFAULT_KEY_USAGE
     extended_key_usage: tuple[str, ...] = ()
     challenge: str | None = field(default=None, repr=False)

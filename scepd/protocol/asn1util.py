@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import Any, ClassVar, TypeVar
 
 from asn1crypto import core, parser
 from asn1crypto import x509 as asn1_x509
@@ -26,7 +26,7 @@ def untrusted(what: str, func: Callable[[], T]) -> T:
         return func()
     except ScepError:
         raise
-    except Exception as exc:  # noqa: BLE001 - the boundary between untrusted bytes and us
+    except Exception as exc:
         detail = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise MalformedMessage(f"malformed {what}: {detail}") from exc
 
@@ -66,7 +66,7 @@ class _AnyValues(core.SetOf):  # type: ignore[misc]
 
 
 class _AnyAttribute(core.Sequence):  # type: ignore[misc]
-    _fields = [("type", core.ObjectIdentifier), ("values", _AnyValues)]
+    _fields: ClassVar = [("type", core.ObjectIdentifier), ("values", _AnyValues)]
 
 
 class _AnyAttributes(core.SetOf):  # type: ignore[misc]

@@ -38,10 +38,9 @@ class CACertificates:
         return self.ca_certs[0]
 
     def role(self, cert: x509.Certificate) -> str:
+        roles = ["RA"]
         if cert in self.ca_certs:
             roles = ["root CA" if _self_signed(cert) else "CA"]
-        else:
-            roles = ["RA"]
         if self.ra_certs and cert == self.verifier:
             roles.append("signs responses")
         if self.ra_certs and cert == self.recipient:

@@ -7,7 +7,6 @@ from dataclasses import dataclass, field
 from scepd.errors import UsageError
 from scepd.protocol.algorithms import ContentCipher, Digest
 
-
 _DIGEST_KEYWORDS = {Digest.SHA1: "SHA-1", Digest.SHA256: "SHA-256", Digest.SHA512: "SHA-512"}
 
 
@@ -86,9 +85,7 @@ class Capabilities:
             )
         offered = self.digests()
         if digest is None:
-            digest = next(
-                (d for d in (Digest.SHA512, Digest.SHA256) if d in offered), Digest.SHA1
-            )
+            digest = next((d for d in (Digest.SHA512, Digest.SHA256) if d in offered), Digest.SHA1)
         elif self and digest not in offered:
             warnings.append(f"server does not advertise {digest.value}; sending it as asked")
         if cipher is None:

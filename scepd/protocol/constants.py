@@ -48,7 +48,8 @@ _FAIL_INFO_NAMES = {
 
 # What admins most often find behind each failInfo (shared/research/protocol.md §2.8).
 _FAIL_INFO_CAUSES = {
-    FailInfo.BAD_ALG: "the CA does not accept the cipher or digest; try --cipher des3 or --digest sha1",
+    FailInfo.BAD_ALG: "the CA does not accept the cipher or digest; "
+    "try --cipher des3 or --digest sha1",
     FailInfo.BAD_MESSAGE_CHECK: "the CA could not verify or decrypt the request; check that the "
     "right RA certificate was used and the clocks agree",
     FailInfo.BAD_REQUEST: "the CA refused the request: most often a wrong, used or expired "

@@ -69,7 +69,9 @@ class SubjectAltNames:
                 raise UsageError(f"--ip {addr!r}: not an IPv4 or IPv6 address") from None
             names.append(asn1_x509.GeneralName(name="ip_address", value=addr))
         names += [asn1_x509.GeneralName(name="rfc822_name", value=e) for e in self.email]
-        names += [asn1_x509.GeneralName(name="uniform_resource_identifier", value=u) for u in self.uri]
+        names += [
+            asn1_x509.GeneralName(name="uniform_resource_identifier", value=u) for u in self.uri
+        ]
         return names
 
 
@@ -104,16 +106,18 @@ def _extensions(
     if sans:
         extensions.append(
             asn1_x509.Extension(
-                {"extn_id": "subject_alt_name", "critical": False, "extn_value": sans.general_names()}
+                {
+                    "extn_id": "subject_alt_name",
+                    "critical": False,
+                    "extn_value": sans.general_names(),
+                }
             )
         )
     if key_usage:
         bits = set()
         for usage in key_usage:
             if usage not in KEY_USAGES:
-                raise UsageError(
-                    f"key usage {usage!r} unknown; use one of {', '.join(KEY_USAGES)}"
-                )
+                raise UsageError(f"key usage {usage!r} unknown; use one of {', '.join(KEY_USAGES)}")
             bits.add(KEY_USAGES[usage])
         extensions.append(
             asn1_x509.Extension({"extn_id": "key_usage", "critical": True, "extn_value": bits})

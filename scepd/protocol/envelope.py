@@ -132,7 +132,9 @@ def _parse(data: bytes) -> _Parsed:
             serial = rid.chosen["serial_number"].native
         alg = ktri["key_encryption_algorithm"]
         name = alg["algorithm"].native
-        recipients.append((issuer, serial, name, _padding(alg), bytes(ktri["encrypted_key"].native)))
+        recipients.append(
+            (issuer, serial, name, _padding(alg), bytes(ktri["encrypted_key"].native))
+        )
     if not recipients:
         raise MalformedMessage("envelope has no RSA key-transport recipient")
     eci = env["encrypted_content_info"]

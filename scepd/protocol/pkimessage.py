@@ -10,14 +10,25 @@ from asn1crypto import cms
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
-from scepd.errors import CARejected, CertificateMismatch, MalformedMessage, ResponseMismatch, TrustError
+from scepd.errors import (
+    CARejected,
+    CertificateMismatch,
+    MalformedMessage,
+    ResponseMismatch,
+    TrustError,
+)
 from scepd.protocol import oids
 from scepd.protocol.algorithms import ContentCipher, Digest
 from scepd.protocol.cacerts import CACertificates, verify_issued_by
 from scepd.protocol.constants import FailInfo, MessageType, PkiStatus, describe_hresult
 from scepd.protocol.envelope import build_enveloped_data, open_enveloped_data
 from scepd.protocol.keys import PrivateKey
-from scepd.protocol.signeddata import SignedMessage, build_signed_data, parse_certs_only, parse_signed_data
+from scepd.protocol.signeddata import (
+    SignedMessage,
+    build_signed_data,
+    parse_certs_only,
+    parse_signed_data,
+)
 
 NONCE_SIZE = 16
 _SPKI = PublicFormat.SubjectPublicKeyInfo
@@ -145,9 +156,7 @@ def parse_cert_rep(
         raise ResponseMismatch(f"response messageType is {message_type!r}, not CertRep (3)")
     got_tid = msg.attribute(oids.TRANSACTION_ID)
     if got_tid != transaction_id:
-        raise ResponseMismatch(
-            f"CertRep transactionID {got_tid!r} is not our {transaction_id!r}"
-        )
+        raise ResponseMismatch(f"CertRep transactionID {got_tid!r} is not our {transaction_id!r}")
     if msg.attribute(oids.RECIPIENT_NONCE) != sender_nonce:
         raise ResponseMismatch("CertRep recipientNonce does not match the senderNonce we sent")
     status_value = msg.attribute(oids.PKI_STATUS)
@@ -254,4 +263,3 @@ def select_issued(
         if cert.public_key().public_bytes(Encoding.DER, _SPKI) == want:
             return cert, tuple(c for c in certs if c != cert)
     raise CertificateMismatch("the CA returned no certificate for our public key")
-

@@ -125,9 +125,7 @@ class SignedMessage:
         if not isinstance(public_key, rsa.RSAPublicKey):
             raise TrustError("signer certificate does not hold an RSA key")
         try:
-            public_key.verify(
-                self.signature, self.signed_attrs_der, padding.PKCS1v15(), hash_alg
-            )
+            public_key.verify(self.signature, self.signed_attrs_der, padding.PKCS1v15(), hash_alg)
         except InvalidSignature:
             raise SignatureInvalid(
                 f"signature by {signer.subject.rfc4514_string()} does not verify"
@@ -212,7 +210,9 @@ def _parse(data: bytes, what: str) -> SignedMessage:
     )
 
 
-def parse_certs_only(data: bytes, what: str) -> tuple[tuple[x509.Certificate, ...], tuple[bytes, ...]]:
+def parse_certs_only(
+    data: bytes, what: str
+) -> tuple[tuple[x509.Certificate, ...], tuple[bytes, ...]]:
     """Certificates and DER CRLs of a degenerate certs-only SignedData (RFC 8894 §3.4)."""
 
     def parse() -> tuple[tuple[x509.Certificate, ...], tuple[bytes, ...]]:

@@ -1,0 +1,42 @@
+# make test         venv with the latest PyPI releases: ruff, mypy, pytest
+# make test-debian  the same pytest suite on Debian bookworm's own python3-* packages
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+VPY := $(VENV)/bin/python
+TEST_DEBS := scep libsystemd-dev pkg-config
+DEBIAN_PY_DEBS := python3-cryptography python3-asn1crypto python3-requests python3-apscheduler \
+	python3-yaml python3-systemd python3-pytest python3-hypothesis
+PYTEST_ARGS ?=
+
+.PHONY: test test-debian lint deps venv bench clean
+
+deps:
+	@scripts/apt-ensure $(TEST_DEBS)
+
+$(VENV)/.installed: pyproject.toml | deps
+	$(PYTHON) -m venv $(VENV)
+	$(VPY) -m pip install -q --upgrade pip
+	$(VPY) -m pip install -q -e '.[dev,systemd]'
+	touch $@
+
+venv: $(VENV)/.installed
+
+lint: venv
+	$(VENV)/bin/ruff check scepd tests bench
+	$(VENV)/bin/mypy scepd
+
+test: lint
+	$(VPY) -m pytest -q $(PYTEST_ARGS)
+
+# No pip package may leak in: no user site, and the stack must be Debian's own.
+test-debian:
+	@scripts/apt-ensure $(TEST_DEBS) $(DEBIAN_PY_DEBS)
+	PYTHONNOUSERSITE=1 /usr/bin/python3 -s scripts/check-debian-stack
+	PYTHONNOUSERSITE=1 PYTHONPATH=$(CURDIR) /usr/bin/python3 -s -m pytest -q -p no:cacheprovider $(PYTEST_ARGS)
+
+bench: venv
+	bench/enroll.sh
+
+clean:
+	rm -rf $(VENV) build dist *.egg-info .mypy_cache .ruff_cache .pytest_cache .hypothesis
