@@ -222,6 +222,10 @@ def _challenge(args: argparse.Namespace) -> str | None:
 
 def cmd_enroll(args: argparse.Namespace) -> int:
     from scepd import store
+
+    # Start the new key first: it is generated on another core while the rest happens.
+    new_key = None if args.key.exists() else store.KeyGeneration(args.key_size)
+
     from scepd._compat import not_valid_after
     from scepd.client import Algorithms, EnrollmentRequest, Issued
     from scepd.protocol.algorithms import ContentCipher, Digest
@@ -254,17 +258,19 @@ def cmd_enroll(args: argparse.Namespace) -> int:
     for path in (args.cert, args.chain):
         if path is not None:
             store.check_writable(path)
-    if args.key.exists():
-        store.load_key(args.key)
-    else:
+    existing_key = store.load_key(args.key) if new_key is None else None
+    if new_key is not None:
         store.check_writable(args.key)
 
     client = _client(args)
     negotiated = client.negotiate(client.get_caps(), algorithms)  # refuses legacy crypto early
     ca = client.get_ca(pin)
-    key, created = store.load_or_create_key(args.key, args.key_size)
-    if created:
+    if new_key is not None:
+        key = store.save_new_key(args.key, new_key.result())
         log.info("created %d-bit RSA key %s (mode 0600)", args.key_size, args.key)
+    else:
+        assert existing_key is not None
+        key = existing_key
     result = client.enroll(key=key, request=request, negotiated=negotiated, ca=ca)
     if not isinstance(result, Issued):
         print(

@@ -10,6 +10,7 @@ import contextlib
 import os
 import stat
 import tempfile
+import threading
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -89,21 +90,47 @@ def load_key(path: Path) -> SoftwareKey:
     return SoftwareKey(key)
 
 
-def load_or_create_key(path: Path, bits: int) -> tuple[SoftwareKey, bool]:
-    """The key at ``path``; a new RSA key (mode 0600) when there is none.  True if created."""
+class KeyGeneration:
+    """A new RSA key generated on another core while the CA is contacted.
+
+    OpenSSL releases the GIL while it searches for primes, so generation overlaps the imports
+    and HTTP round trips of an enrollment instead of adding to them.  Nothing is written until
+    :func:`save_new_key`."""
+
+    def __init__(self, bits: int) -> None:
+        if bits < MIN_KEY_BITS:
+            raise UsageError(f"--key-size {bits}: RSA keys must have at least {MIN_KEY_BITS} bits")
+        self._key: rsa.RSAPrivateKey | None = None
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, args=(bits,), daemon=True)
+        self._thread.start()
+
+    def _run(self, bits: int) -> None:
+        try:
+            self._key = rsa.generate_private_key(public_exponent=65537, key_size=bits)
+        except BaseException as exc:  # re-raised in result(), on the caller's thread
+            self._error = exc
+
+    def result(self) -> rsa.RSAPrivateKey:
+        self._thread.join()
+        if self._error is not None:
+            raise self._error
+        assert self._key is not None
+        return self._key
+
+
+def save_new_key(path: Path, key: rsa.RSAPrivateKey) -> SoftwareKey:
+    """Write a new key atomically with mode 0600; an existing file is never replaced here."""
     if path.exists():
-        return load_key(path), False
-    if bits < MIN_KEY_BITS:
-        raise UsageError(f"--key-size {bits}: RSA keys must have at least {MIN_KEY_BITS} bits")
+        raise LocalFileError(f"{path}: appeared while enrolling; not overwriting it")
     check_writable(path)
-    key = rsa.generate_private_key(public_exponent=65537, key_size=bits)
     pem = key.private_bytes(
         serialization.Encoding.PEM,
         serialization.PrivateFormat.PKCS8,
         serialization.NoEncryption(),
     )
     write_atomic(path, pem, KEY_MODE)
-    return SoftwareKey(key), True
+    return SoftwareKey(key)
 
 
 def certificates_pem(certs: Iterable[x509.Certificate]) -> bytes:
