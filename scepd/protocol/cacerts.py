@@ -88,10 +88,13 @@ def classify(
                 f"no CA certificate matches the pinned fingerprint {pin}; "
                 "check the fingerprint with the CA administrator (NDES shows an MD5 one)"
             )
-    for ca in ca_ordered:
+    # CAs above the pinned one (its issuers) are not trust anchors of ours: they are ignored.
+    above_pin = _ancestors(pinned, ca_ordered) if pinned is not None else []
+    trusted = [ca for ca in ca_ordered if ca not in above_pin]
+    for ca in trusted:
         _verify_path(ca, ca_ordered, pinned)
     for ra in ra_list:
-        issuer = _issuer_in(ra, ca_ordered)
+        issuer = _issuer_in(ra, trusted)
         if issuer is None:
             raise TrustError(
                 f"RA certificate {ra.subject.rfc4514_string()} does not chain to a CA "
@@ -101,9 +104,9 @@ def classify(
     recipient = (
         _first(ra_list, x509.KeyUsage, "key_encipherment")
         or _first(ra_list, x509.KeyUsage, "data_encipherment")
-        or ca_ordered[0]
+        or trusted[0]
     )
-    verifier = _first(ra_list, x509.KeyUsage, "digital_signature") or ca_ordered[0]
+    verifier = _first(ra_list, x509.KeyUsage, "digital_signature") or trusted[0]
     return CACertificates(
         certificates=tuple(certs),
         ca_certs=tuple(ca_ordered),
@@ -142,6 +145,15 @@ def _issuer_in(
     cert: x509.Certificate, pool: list[x509.Certificate] | tuple[x509.Certificate, ...]
 ) -> x509.Certificate | None:
     return next((c for c in pool if c.subject == cert.issuer and c != cert), None)
+
+
+def _ancestors(cert: x509.Certificate, pool: list[x509.Certificate]) -> list[x509.Certificate]:
+    found: list[x509.Certificate] = []
+    current = _issuer_in(cert, pool)
+    while current is not None and current not in found and current != cert:
+        found.append(current)
+        current = _issuer_in(current, pool)
+    return found
 
 
 def _order_chain(cas: list[x509.Certificate]) -> list[x509.Certificate]:
