@@ -101,9 +101,10 @@ def _parser() -> argparse.ArgumentParser:
         "--challenge-env", metavar="VAR", help="read the challenge password from variable VAR"
     )
     enroll.add_argument(
-        "--challenge-utf8",
-        action="store_true",
-        help="encode the challenge as UTF8String instead of PrintableString (NDES rejects it)",
+        "--challenge-encoding",
+        choices=["printable", "utf8"],
+        default="printable",
+        help="ASN.1 string type of the challenge (default printable; NDES rejects utf8)",
     )
     _fingerprint_option(enroll)
     enroll.add_argument("--key-size", type=int, default=2048, metavar="BITS", help="new key size")
@@ -246,7 +247,7 @@ def cmd_enroll(args: argparse.Namespace) -> int:
         key_usage=tuple(args.key_usage) if args.key_usage else DEFAULT_KEY_USAGE,
         extended_key_usage=tuple(args.eku),
         challenge=_challenge(args),
-        challenge_utf8=args.challenge_utf8,
+        challenge_utf8=args.challenge_encoding == "utf8",
     )
     if request.challenge is not None:
         challenge_value(request.challenge, utf8=request.challenge_utf8)

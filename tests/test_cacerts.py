@@ -9,7 +9,13 @@ import pytest
 from cryptography.hazmat.primitives.serialization import Encoding, pkcs7
 from pki import NdesPki, key, make_cert, ndes_pki
 
-from scepd.errors import FingerprintMismatch, MalformedMessage, SignatureInvalid, TrustError, UsageError
+from scepd.errors import (
+    FingerprintMismatch,
+    MalformedMessage,
+    SignatureInvalid,
+    TrustError,
+    UsageError,
+)
 from scepd.protocol.cacerts import classify, parse_ca_certs
 from scepd.protocol.fingerprint import Fingerprint
 

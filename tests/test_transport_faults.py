@@ -6,6 +6,7 @@ every SCEP message that succeeds was produced by the real peer."""
 from __future__ import annotations
 
 import base64
+import subprocess
 import urllib.parse
 from collections.abc import Iterator
 from pathlib import Path
@@ -13,8 +14,13 @@ from pathlib import Path
 import pytest
 from conftest import ScepServer, run_scepd
 from cryptography import x509
+from cryptography.hazmat.primitives.serialization import load_pem_private_key
 from faultserver import FaultServer
 
+from scepd.protocol.csr import read_challenge_encoding
+from scepd.protocol.envelope import open_enveloped_data
+from scepd.protocol.keys import SoftwareKey
+from scepd.protocol.signeddata import parse_signed_data
 from scepd.transport import encode_get_message
 
 PLACEHOLDER = b"existing certificate bytes\n"
@@ -171,3 +177,28 @@ def test_encode_get_message_is_standard_base64_fully_escaped() -> None:
     encoded = encode_get_message(der + b"\x00")
     assert "%2B" in encoded and "%2F" in encoded and encoded.endswith("%3D%3D")
     assert base64.b64decode(urllib.parse.unquote(encoded)) == der + b"\x00"
+
+
+@pytest.mark.parametrize(
+    ("encoding", "asn1_type"), [(None, "printable_string"), ("utf8", "utf8_string")]
+)
+def test_challenge_on_the_wire_is_printable_string(
+    proxy: FaultServer, scepserver: ScepServer, tmp_path: Path, challenge_file: Path,
+    encoding: str | None, asn1_type: str,
+) -> None:  # fmt: skip
+    """Decrypt the request scepd sent with the server's own CA key (the test owns the depot)."""
+    extra = ("--challenge-encoding", encoding) if encoding else ()
+    result = enroll(proxy, tmp_path, challenge_file, f"wire-{asn1_type}", *extra)
+    assert result.returncode == 0, result.stderr
+    (request,) = [s.body for s in proxy.seen if s.operation == "PKIOperation"]
+    # scepserver encrypts ca.key with an empty passphrase, which cryptography 38 cannot take.
+    plain = subprocess.run(
+        ["openssl", "rsa", "-in", str(scepserver.depot / "ca.key"), "-passin", "pass:"],
+        capture_output=True, check=True,
+    ).stdout  # fmt: skip
+    ca_key = SoftwareKey(load_pem_private_key(plain, None))
+    ca = x509.load_pem_x509_certificate(scepserver.ca_pem)
+    message = parse_signed_data(request)
+    assert message.content is not None
+    csr_der = open_enveloped_data(message.content, key=ca_key, certificate=ca).content
+    assert read_challenge_encoding(csr_der) == asn1_type

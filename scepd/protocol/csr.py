@@ -93,8 +93,8 @@ def challenge_value(challenge: str, *, utf8: bool = False) -> asn1_csr.Directory
     if not _PRINTABLE.fullmatch(challenge):
         raise ChallengeEncodingError(
             "challenge password has characters outside PrintableString (A-Z a-z 0-9 space "
-            "' ( ) + , - . / : = ?), which NDES rejects; use --challenge-utf8 if your CA wants "
-            "UTF8String"
+            "' ( ) + , - . / : = ?), which NDES rejects; use --challenge-encoding utf8 if your "
+            "CA wants UTF8String"
         )
     return asn1_csr.DirectoryString(name="printable_string", value=challenge)
 
