@@ -17,9 +17,9 @@ from dataclasses import dataclass, field
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
-from scepd.errors import CertificateMismatch, HttpError, NotSupportedByServer, TrustError
+from scepd.errors import HttpError, NotSupportedByServer
 from scepd.protocol.algorithms import ContentCipher, Digest
-from scepd.protocol.cacerts import CACertificates, parse_ca_certs, verify_issued_by
+from scepd.protocol.cacerts import CACertificates, parse_ca_certs
 from scepd.protocol.capabilities import Capabilities, Negotiated
 from scepd.protocol.constants import PkiStatus
 from scepd.protocol.csr import DEFAULT_KEY_USAGE, SubjectAltNames, build_csr
@@ -28,6 +28,7 @@ from scepd.protocol.keys import PrivateKey
 from scepd.protocol.pkimessage import (
     PkiRequest,
     build_pkcs_req,
+    issued_chain,
     open_cert_rep,
     parse_cert_rep,
     select_issued,
@@ -212,8 +213,7 @@ class ScepClient:
         for warning in content.warnings:
             log.warning("%s", warning)
         issued, extra = select_issued(content.certificates, csr)
-        chain = _chain_for(issued, extra, ca)
-        return Issued(issued, chain, pki_request.transaction_id)
+        return Issued(issued, issued_chain(issued, extra, ca), pki_request.transaction_id)
 
     def _pki_operation(self, request: PkiRequest, post: bool) -> bytes:
         if post:
@@ -225,29 +225,3 @@ class ScepClient:
                 f"{self.server}: PKIOperation answered HTTP {response.status} (not implemented)"
             )
         return check_response(response, self.server, "PKIOperation")
-
-
-def _chain_for(
-    issued: x509.Certificate, extra: tuple[x509.Certificate, ...], ca: CACertificates
-) -> tuple[x509.Certificate, ...]:
-    """The issued certificate's CA chain, root last; it must chain to a GetCACert CA."""
-    pool = list(ca.ca_certs) + [c for c in extra if c not in ca.ca_certs]
-    issuer = next((c for c in ca.ca_certs if c.subject == issued.issuer), None)
-    if issuer is None:
-        raise CertificateMismatch(
-            f"the issued certificate's issuer {issued.issuer.rfc4514_string()} is not a CA "
-            "certificate of the GetCACert response"
-        )
-    try:
-        verify_issued_by(issued, issuer)
-    except TrustError:
-        raise CertificateMismatch(
-            "the issued certificate is not signed by the CA it names as issuer"
-        ) from None
-    chain = [issuer]
-    while chain[-1].issuer != chain[-1].subject:
-        parent = next((c for c in pool if c.subject == chain[-1].issuer and c not in chain), None)
-        if parent is None:
-            break
-        chain.append(parent)
-    return tuple(chain)

@@ -102,7 +102,9 @@ class KeyGeneration:
             raise UsageError(f"--key-size {bits}: RSA keys must have at least {MIN_KEY_BITS} bits")
         self._key: rsa.RSAPrivateKey | None = None
         self._error: BaseException | None = None
-        self._thread = threading.Thread(target=self._run, args=(bits,), daemon=True)
+        # Not a daemon: exiting while OpenSSL is still in the thread crashes the interpreter
+        # (SIGSEGV seen with Debian's cryptography 38), so an early error waits for it.
+        self._thread = threading.Thread(target=self._run, args=(bits,), daemon=False)
         self._thread.start()
 
     def _run(self, bits: int) -> None:

@@ -104,6 +104,14 @@ def run_scepd(
     )
 
 
+def decrypt_empty_passphrase(pem: bytes) -> bytes:
+    """PEM key encrypted with an empty passphrase (scepserver's ca.key) -> unencrypted PEM.
+    cryptography 38 and 50 disagree on ``password=b""``; openssl takes it as is."""
+    return subprocess.run(
+        ["openssl", "rsa", "-passin", "pass:"], input=pem, capture_output=True, check=True
+    ).stdout
+
+
 @pytest.fixture
 def challenge_file(tmp_path: Path) -> Path:
     path = tmp_path / "challenge"

@@ -6,13 +6,12 @@ every SCEP message that succeeds was produced by the real peer."""
 from __future__ import annotations
 
 import base64
-import subprocess
 import urllib.parse
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest import ScepServer, run_scepd
+from conftest import ScepServer, decrypt_empty_passphrase, run_scepd
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import load_pem_private_key
 from faultserver import FaultServer
@@ -191,11 +190,7 @@ def test_challenge_on_the_wire_is_printable_string(
     result = enroll(proxy, tmp_path, challenge_file, f"wire-{asn1_type}", *extra)
     assert result.returncode == 0, result.stderr
     (request,) = [s.body for s in proxy.seen if s.operation == "PKIOperation"]
-    # scepserver encrypts ca.key with an empty passphrase, which cryptography 38 cannot take.
-    plain = subprocess.run(
-        ["openssl", "rsa", "-in", str(scepserver.depot / "ca.key"), "-passin", "pass:"],
-        capture_output=True, check=True,
-    ).stdout  # fmt: skip
+    plain = decrypt_empty_passphrase((scepserver.depot / "ca.key").read_bytes())
     ca_key = SoftwareKey(load_pem_private_key(plain, None))
     ca = x509.load_pem_x509_certificate(scepserver.ca_pem)
     message = parse_signed_data(request)

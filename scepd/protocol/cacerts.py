@@ -8,7 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from cryptography import x509
-from cryptography.exceptions import InvalidSignature
+from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 
 from scepd.errors import FingerprintMismatch, MalformedMessage, SignatureInvalid, TrustError
@@ -200,8 +200,13 @@ def _verify_path(
 def verify_issued_by(cert: x509.Certificate, issuer: x509.Certificate) -> None:
     """Check ``cert``'s signature with ``issuer``'s key (``verify_directly_issued_by`` needs
     cryptography 40)."""
-    key = issuer.public_key()
-    hash_alg = cert.signature_hash_algorithm
+    try:
+        key = issuer.public_key()
+        hash_alg = cert.signature_hash_algorithm
+    except (UnsupportedAlgorithm, ValueError):
+        raise TrustError(
+            f"cannot verify {cert.subject.rfc4514_string()}: unsupported signature or key algorithm"
+        ) from None
     try:
         if isinstance(key, rsa.RSAPublicKey) and hash_alg is not None:
             key.verify(cert.signature, cert.tbs_certificate_bytes, padding.PKCS1v15(), hash_alg)

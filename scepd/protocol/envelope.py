@@ -97,7 +97,7 @@ def open_enveloped_data(
         if certificate is None
         or r[0] is None
         or (r[1] == certificate.serial_number and same_name(certificate.issuer, r[0]))
-    ]
+    ]  # same_name never raises: a malformed rid simply does not match
     if not candidates and len(parsed.recipients) == 1:
         candidates = list(parsed.recipients)  # rid by another form; decryption will tell
     if not candidates:

@@ -19,6 +19,7 @@ from scepd.errors import (
 )
 from scepd.protocol import oids
 from scepd.protocol.algorithms import ContentCipher, Digest
+from scepd.protocol.asn1util import untrusted
 from scepd.protocol.cacerts import CACertificates, verify_issued_by
 from scepd.protocol.constants import FailInfo, MessageType, PkiStatus, describe_hresult
 from scepd.protocol.envelope import build_enveloped_data, open_enveloped_data
@@ -149,8 +150,8 @@ def parse_cert_rep(
     """Verify a CertRep against the GetCACert certificates (NDES omits its signer certificate
     from the message) and check that it answers our request (RFC 8894 §3.2.1, §3.3.2)."""
     msg = parse_signed_data(data, "CertRep")
-    signer = _trusted_signer(msg, ca)
-    msg.verify(signer)
+    signer = untrusted("CertRep signer", lambda: _trusted_signer(msg, ca))
+    untrusted("CertRep signature", lambda: msg.verify(signer))
     message_type = msg.attribute(oids.MESSAGE_TYPE)
     if message_type != MessageType.CERT_REP.value:
         raise ResponseMismatch(f"response messageType is {message_type!r}, not CertRep (3)")
@@ -259,7 +260,44 @@ def select_issued(
 ) -> tuple[x509.Certificate, tuple[x509.Certificate, ...]]:
     """The certificate whose public key is the CSR's, and the others as its chain."""
     want = csr.public_key().public_bytes(Encoding.DER, _SPKI)
-    for cert in certs:
-        if cert.public_key().public_bytes(Encoding.DER, _SPKI) == want:
-            return cert, tuple(c for c in certs if c != cert)
-    raise CertificateMismatch("the CA returned no certificate for our public key")
+
+    def pick() -> tuple[x509.Certificate, tuple[x509.Certificate, ...]]:
+        for cert in certs:
+            if cert.public_key().public_bytes(Encoding.DER, _SPKI) == want:
+                return cert, tuple(c for c in certs if c != cert)
+        raise CertificateMismatch("the CA returned no certificate for our public key")
+
+    return untrusted("issued certificate", pick)
+
+
+def issued_chain(
+    issued: x509.Certificate, extra: tuple[x509.Certificate, ...], ca: CACertificates
+) -> tuple[x509.Certificate, ...]:
+    """The issued certificate's CA chain, root last.  It must be signed by a CA certificate of
+    the (verified) GetCACert response; certificates the CertRep adds may complete the chain."""
+    return untrusted("issued certificate chain", lambda: _chain(issued, extra, ca))
+
+
+def _chain(
+    issued: x509.Certificate, extra: tuple[x509.Certificate, ...], ca: CACertificates
+) -> tuple[x509.Certificate, ...]:
+    issuer = next((c for c in ca.ca_certs if c.subject == issued.issuer), None)
+    if issuer is None:
+        raise CertificateMismatch(
+            f"the issued certificate's issuer {issued.issuer.rfc4514_string()} is not a CA "
+            "certificate of the GetCACert response"
+        )
+    try:
+        verify_issued_by(issued, issuer)
+    except TrustError:
+        raise CertificateMismatch(
+            "the issued certificate is not signed by the CA it names as issuer"
+        ) from None
+    pool = list(ca.ca_certs) + [c for c in extra if c not in ca.ca_certs]
+    chain = [issuer]
+    while chain[-1].issuer != chain[-1].subject:
+        parent = next((c for c in pool if c.subject == chain[-1].issuer and c not in chain), None)
+        if parent is None:
+            break
+        chain.append(parent)
+    return tuple(chain)

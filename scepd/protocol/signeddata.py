@@ -145,14 +145,17 @@ _PKCS1_SIGNATURES = {
 
 def same_name(name: x509.Name, der: bytes) -> bool:
     """Name equality by RFC 5280 §7.1 rules (asn1crypto normalises case and spaces)."""
-    own = name.public_bytes()
-    return own == der or bool(asn1_x509.Name.load(own) == asn1_x509.Name.load(der))
+    try:
+        own = name.public_bytes()
+        return own == der or bool(asn1_x509.Name.load(own) == asn1_x509.Name.load(der))
+    except (ValueError, TypeError, UnicodeError):  # a malformed name matches nothing
+        return False
 
 
 def _subject_key_id(cert: x509.Certificate) -> bytes | None:
     try:
         ext = cert.extensions.get_extension_for_class(x509.SubjectKeyIdentifier)
-    except x509.ExtensionNotFound:
+    except (x509.ExtensionNotFound, x509.DuplicateExtension, ValueError):
         return None
     return ext.value.digest
 
