@@ -9,7 +9,9 @@ from __future__ import annotations
 import base64
 import html
 import logging
+import os
 import re
+import ssl
 import urllib.parse
 from dataclasses import dataclass
 from typing import Protocol
@@ -73,7 +75,7 @@ class HttpTransport:
         self._timeout = (connect_timeout, read_timeout)
         self._session = session or requests.Session()
         self._session.headers["User-Agent"] = f"scepd/{__version__}"
-        self._verify: bool | str = ca_bundle if ca_bundle else True
+        self._verify: bool | str = ca_bundle or _system_ca_bundle() or True
 
     @property
     def url(self) -> str:
@@ -144,6 +146,15 @@ class HttpTransport:
             len(result.body),
         )
         return result
+
+
+def _system_ca_bundle() -> str | None:
+    """The system trust store (where update-ca-certificates puts an internal CA), unless the
+    user pointed requests elsewhere; requests from PyPI would otherwise use certifi's bundle."""
+    if os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE"):
+        return None
+    cafile = ssl.get_default_verify_paths().cafile
+    return cafile if cafile and os.path.isfile(cafile) else None
 
 
 def _read_capped(response: requests.Response) -> bytes:

@@ -91,7 +91,13 @@ def run_scepd(
     *args: str, env: dict[str, str] | None = None, timeout: float = 60
 ) -> subprocess.CompletedProcess[str]:
     """``python -m scepd ARGS`` with the interpreter running the tests (venv or Debian's)."""
-    full_env = {k: v for k, v in os.environ.items() if not k.startswith("SCEPD_")}
+    # Loopback traffic must not go to a proxy the machine may have configured.
+    full_env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith("SCEPD_")
+        and k.lower() not in ("http_proxy", "https_proxy", "all_proxy")
+    }
     full_env["PYTHONPATH"] = str(REPO)
     full_env.update(env or {})
     return subprocess.run(

@@ -5,6 +5,7 @@ comes from the upstream server."""
 
 from __future__ import annotations
 
+import ssl
 import threading
 import time
 import urllib.parse
@@ -32,13 +33,15 @@ class FaultServer:
     upstream: str | None
     rules: dict[str, Rule] = field(default_factory=dict)
     delay: float = 0.0
+    tls: ssl.SSLContext | None = None
     seen: list[Seen] = field(default_factory=list)
     _httpd: ThreadingHTTPServer | None = None
 
     @property
     def url(self) -> str:
         assert self._httpd is not None
-        return f"http://127.0.0.1:{self._httpd.server_address[1]}/scep"
+        scheme = "https" if self.tls else "http"
+        return f"{scheme}://127.0.0.1:{self._httpd.server_address[1]}/scep"
 
     def start(self) -> FaultServer:
         owner = self
@@ -80,6 +83,8 @@ class FaultServer:
                 self._handle(self.rfile.read(length))
 
         self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        if self.tls is not None:
+            self._httpd.socket = self.tls.wrap_socket(self._httpd.socket, server_side=True)
         self._httpd.daemon_threads = True
         threading.Thread(target=self._httpd.serve_forever, daemon=True).start()
         return self

@@ -1,0 +1,140 @@
+"""Answers micromdm's scepserver never gives (PENDING, an NDES-style FAILURE), injected by the
+fault proxy and signed with the real server's CA key, which the test owns.
+
+The request is scepd's real one: the proxy decrypts nothing, it only reads the transactionID and
+senderNonce from the signed attributes to answer them, as a CA would."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from asn1crypto import cms, core
+from conftest import ScepServer, decrypt_empty_passphrase, run_scepd
+from cryptography import x509
+from cryptography.hazmat.primitives.serialization import load_pem_private_key
+from faultserver import FaultServer
+from pki import key, make_cert
+
+from scepd.protocol import oids
+from scepd.protocol.algorithms import Digest
+from scepd.protocol.keys import SoftwareKey
+from scepd.protocol.signeddata import build_signed_data, parse_signed_data
+
+PLACEHOLDER = b"existing certificate bytes\n"
+
+
+@pytest.fixture
+def proxy(scepserver: ScepServer) -> Iterator[FaultServer]:
+    server = FaultServer(upstream=scepserver.url).start()
+    yield server
+    server.stop()
+
+
+def cert_rep(
+    server: ScepServer, request: bytes, status: str, extra: list[cms.CMSAttribute]
+) -> bytes:
+    ca = x509.load_pem_x509_certificate(server.ca_pem)
+    key = SoftwareKey(
+        load_pem_private_key(decrypt_empty_passphrase((server.depot / "ca.key").read_bytes()), None)
+    )
+    asked = parse_signed_data(request)
+    return build_signed_data(
+        content=b"\x00",  # NDES sends one byte where RFC 8894 says "omit"
+        signer_cert=ca,
+        key=key,
+        digest=Digest.SHA1,
+        signing_time=dt.datetime.now(dt.UTC),
+        scep_attributes=[
+            cms.CMSAttribute({"type": "message_type", "values": ["3"]}),
+            cms.CMSAttribute({"type": "pki_status", "values": [status]}),
+            cms.CMSAttribute(
+                {"type": "transaction_id", "values": [asked.attribute(oids.TRANSACTION_ID)]}
+            ),
+            cms.CMSAttribute(
+                {"type": "recipient_nonce", "values": [asked.attribute(oids.SENDER_NONCE)]}
+            ),
+            cms.CMSAttribute({"type": "sender_nonce", "values": [b"\x01" * 16]}),
+            *extra,
+        ],
+    )
+
+
+def enroll(proxy: FaultServer, tmp: Path, challenge: Path, cn: str):  # type: ignore[no-untyped-def]
+    (tmp / "cert.pem").write_bytes(PLACEHOLDER)
+    return run_scepd(
+        "enroll", "--url", proxy.url, "--key", str(tmp / "key.pem"), "--cert",
+        str(tmp / "cert.pem"), "--subject", f"CN={cn}", "--challenge-file", str(challenge),
+    )  # fmt: skip
+
+
+def test_pending_exits_3_with_the_transaction_id(
+    proxy: FaultServer, scepserver: ScepServer, tmp_path: Path, challenge_file: Path
+) -> None:
+    proxy.rules["PKIOperation"] = lambda path, body: (
+        200, "application/x-pki-message", cert_rep(scepserver, body, "3", []),
+    )  # fmt: skip
+    result = enroll(proxy, tmp_path, challenge_file, "pending")
+    assert result.returncode == 3, result.stderr
+    (request,) = [s.body for s in proxy.seen if s.operation == "PKIOperation"]
+    transaction_id = parse_signed_data(request).attribute(oids.TRANSACTION_ID)
+    assert f"transactionID {transaction_id}" in result.stdout
+    assert (tmp_path / "cert.pem").read_bytes() == PLACEHOLDER
+    assert (tmp_path / "key.pem").exists()  # kept, so a re-run asks for the same key
+
+
+def test_ndes_failure_shows_fail_info_and_hresult(
+    proxy: FaultServer, scepserver: ScepServer, tmp_path: Path, challenge_file: Path
+) -> None:
+    hresult = cms.CMSAttribute(
+        {
+            "type": oids.MS_HRESULT,
+            "values": [core.PrintableString(str(0x800B0110 - 2**32))],
+        }  # 0x800B0110
+    )
+    fail = [cms.CMSAttribute({"type": "fail_info", "values": ["2"]}), hresult]
+    proxy.rules["PKIOperation"] = lambda path, body: (
+        200, "application/x-pki-message", cert_rep(scepserver, body, "2", fail),
+    )  # fmt: skip
+    result = enroll(proxy, tmp_path, challenge_file, "ndes-failure")
+    assert result.returncode == 4, result.stderr
+    line = result.stderr.strip().splitlines()[-1]
+    assert "failInfo badRequest (2)" in line
+    assert "0x800B0110" in line and "already used" in line
+    assert (tmp_path / "cert.pem").read_bytes() == PLACEHOLDER
+
+
+def test_certrep_signed_by_a_stranger_is_exit_6(
+    proxy: FaultServer, scepserver: ScepServer, tmp_path: Path, challenge_file: Path
+) -> None:
+    stranger_key = key()
+    stranger = make_cert("OU=SCEP CA", stranger_key, None, stranger_key, ca=True)
+
+    def forged(path: str, body: bytes) -> tuple[int, str, bytes]:
+        asked = parse_signed_data(body)
+        rep = build_signed_data(
+            content=b"\x00",
+            signer_cert=stranger,
+            key=SoftwareKey(stranger_key),
+            digest=Digest.SHA256,
+            signing_time=dt.datetime.now(dt.UTC),
+            scep_attributes=[
+                cms.CMSAttribute({"type": "message_type", "values": ["3"]}),
+                cms.CMSAttribute({"type": "pki_status", "values": ["3"]}),
+                cms.CMSAttribute(
+                    {"type": "transaction_id", "values": [asked.attribute(oids.TRANSACTION_ID)]}
+                ),
+                cms.CMSAttribute(
+                    {"type": "recipient_nonce", "values": [asked.attribute(oids.SENDER_NONCE)]}
+                ),
+            ],
+        )
+        return 200, "application/x-pki-message", rep
+
+    proxy.rules["PKIOperation"] = forged
+    result = enroll(proxy, tmp_path, challenge_file, "forged")
+    assert result.returncode == 6, result.stderr
+    assert "signer" in result.stderr
+    assert (tmp_path / "cert.pem").read_bytes() == PLACEHOLDER
