@@ -7,7 +7,6 @@ and what to try, and refuses HTML error pages where SCEP bytes were expected.
 from __future__ import annotations
 
 import base64
-import html
 import logging
 import os
 import re
@@ -198,5 +197,7 @@ def _snippet(response: HttpResponse) -> str:
     text = response.body[:2000].decode("utf-8", "replace")
     title = re.search(r"<title>(.*?)</title>", text, re.I | re.S)
     text = title.group(1) if title else re.sub(r"<[^>]*>", " ", text)
+    import html  # noqa: PLC0415 - error path only: keeps start-up lean
+
     text = " ".join(html.unescape(text).split())[:120]
     return f': "{text}"' if text else ""

@@ -16,10 +16,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from faultserver import FaultServer
 
 REPO = Path(__file__).resolve().parents[1]
 VECTORS = REPO.parent / "shared" / "vectors"
 CHALLENGE = "s3cret-Challenge"
+PLACEHOLDER = b"existing certificate bytes, must survive every failure\n"
 
 
 def free_port() -> int:
@@ -124,3 +126,23 @@ def challenge_file(tmp_path: Path) -> Path:
     path.write_text(CHALLENGE + "\n")
     path.chmod(0o600)
     return path
+
+
+@pytest.fixture
+def proxy(scepserver: ScepServer) -> Iterator[FaultServer]:
+    """The fault-injection proxy in front of the session's scepserver."""
+    server = FaultServer(upstream=scepserver.url).start()
+    yield server
+    server.stop()
+
+
+def enroll_via(
+    proxy: FaultServer, tmp: Path, challenge: Path, cn: str, *extra: str
+) -> subprocess.CompletedProcess[str]:
+    """``scepd enroll`` through the proxy, with a placeholder CERT that must survive failures."""
+    (tmp / "cert.pem").write_bytes(PLACEHOLDER)
+    return run_scepd(
+        "enroll", "--url", proxy.url, "--key", str(tmp / "key.pem"), "--cert",
+        str(tmp / "cert.pem"), "--subject", f"CN={cn}", "--challenge-file", str(challenge),
+        *extra,
+    )  # fmt: skip

@@ -7,12 +7,10 @@ senderNonce from the signed attributes to answer them, as a CA would."""
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Iterator
 from pathlib import Path
 
-import pytest
 from asn1crypto import cms, core
-from conftest import ScepServer, decrypt_empty_passphrase, run_scepd
+from conftest import PLACEHOLDER, ScepServer, decrypt_empty_passphrase, enroll_via
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import load_pem_private_key
 from faultserver import FaultServer
@@ -22,15 +20,6 @@ from scepd.protocol import oids
 from scepd.protocol.algorithms import Digest
 from scepd.protocol.keys import SoftwareKey
 from scepd.protocol.signeddata import build_signed_data, parse_signed_data
-
-PLACEHOLDER = b"existing certificate bytes\n"
-
-
-@pytest.fixture
-def proxy(scepserver: ScepServer) -> Iterator[FaultServer]:
-    server = FaultServer(upstream=scepserver.url).start()
-    yield server
-    server.stop()
 
 
 def cert_rep(
@@ -62,21 +51,13 @@ def cert_rep(
     )
 
 
-def enroll(proxy: FaultServer, tmp: Path, challenge: Path, cn: str):  # type: ignore[no-untyped-def]
-    (tmp / "cert.pem").write_bytes(PLACEHOLDER)
-    return run_scepd(
-        "enroll", "--url", proxy.url, "--key", str(tmp / "key.pem"), "--cert",
-        str(tmp / "cert.pem"), "--subject", f"CN={cn}", "--challenge-file", str(challenge),
-    )  # fmt: skip
-
-
 def test_pending_exits_3_with_the_transaction_id(
     proxy: FaultServer, scepserver: ScepServer, tmp_path: Path, challenge_file: Path
 ) -> None:
     proxy.rules["PKIOperation"] = lambda path, body: (
         200, "application/x-pki-message", cert_rep(scepserver, body, "3", []),
     )  # fmt: skip
-    result = enroll(proxy, tmp_path, challenge_file, "pending")
+    result = enroll_via(proxy, tmp_path, challenge_file, "pending")
     assert result.returncode == 3, result.stderr
     (request,) = [s.body for s in proxy.seen if s.operation == "PKIOperation"]
     transaction_id = parse_signed_data(request).attribute(oids.TRANSACTION_ID)
@@ -98,7 +79,7 @@ def test_ndes_failure_shows_fail_info_and_hresult(
     proxy.rules["PKIOperation"] = lambda path, body: (
         200, "application/x-pki-message", cert_rep(scepserver, body, "2", fail),
     )  # fmt: skip
-    result = enroll(proxy, tmp_path, challenge_file, "ndes-failure")
+    result = enroll_via(proxy, tmp_path, challenge_file, "ndes-failure")
     assert result.returncode == 4, result.stderr
     line = result.stderr.strip().splitlines()[-1]
     assert "failInfo badRequest (2)" in line
@@ -134,7 +115,7 @@ def test_certrep_signed_by_a_stranger_is_exit_6(
         return 200, "application/x-pki-message", rep
 
     proxy.rules["PKIOperation"] = forged
-    result = enroll(proxy, tmp_path, challenge_file, "forged")
+    result = enroll_via(proxy, tmp_path, challenge_file, "forged")
     assert result.returncode == 6, result.stderr
     assert "signer" in result.stderr
     assert (tmp_path / "cert.pem").read_bytes() == PLACEHOLDER

@@ -7,11 +7,10 @@ from __future__ import annotations
 
 import base64
 import urllib.parse
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest import ScepServer, decrypt_empty_passphrase, run_scepd
+from conftest import PLACEHOLDER, ScepServer, decrypt_empty_passphrase, enroll_via, run_scepd
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import load_pem_private_key
 from faultserver import FaultServer
@@ -22,24 +21,7 @@ from scepd.protocol.keys import SoftwareKey
 from scepd.protocol.signeddata import parse_signed_data
 from scepd.transport import encode_get_message
 
-PLACEHOLDER = b"existing certificate bytes\n"
 HTML = b"<html><head><title>404 - File or directory not found.</title></head><body>x</body></html>"
-
-
-@pytest.fixture
-def proxy(scepserver: ScepServer) -> Iterator[FaultServer]:
-    server = FaultServer(upstream=scepserver.url).start()
-    yield server
-    server.stop()
-
-
-def enroll(proxy: FaultServer, tmp: Path, challenge: Path, cn: str, *extra: str):  # type: ignore[no-untyped-def]
-    (tmp / "cert.pem").write_bytes(PLACEHOLDER)
-    return run_scepd(
-        "enroll", "--url", proxy.url, "--key", str(tmp / "key.pem"), "--cert",
-        str(tmp / "cert.pem"), "--subject", f"CN={cn}", "--challenge-file", str(challenge),
-        *extra,
-    )  # fmt: skip
 
 
 def test_get_pkioperation_when_post_not_advertised(
@@ -48,7 +30,7 @@ def test_get_pkioperation_when_post_not_advertised(
     # An NDES-like caps list: no POSTPKIOperation, no SCEPStandard, no AES.
     caps = b"Renewal\r\nSHA-512\r\nSHA-256\r\nSHA-1\r\nDES3\r\n"
     proxy.rules["GetCACaps"] = lambda path, body: (200, "text/plain", caps)
-    result = enroll(proxy, tmp_path, challenge_file, "via-get")
+    result = enroll_via(proxy, tmp_path, challenge_file, "via-get")
     assert result.returncode == 0, result.stderr
     ops = [s for s in proxy.seen if s.operation == "PKIOperation"]
     assert [s.method for s in ops] == ["GET"]
@@ -64,7 +46,7 @@ def test_get_pkioperation_when_post_not_advertised(
 
 
 def test_post_when_advertised(proxy: FaultServer, tmp_path: Path, challenge_file: Path) -> None:
-    result = enroll(proxy, tmp_path, challenge_file, "via-post")
+    result = enroll_via(proxy, tmp_path, challenge_file, "via-post")
     assert result.returncode == 0, result.stderr
     ops = [s for s in proxy.seen if s.operation == "PKIOperation"]
     assert [s.method for s in ops] == ["POST"]
@@ -76,7 +58,7 @@ def test_empty_caps_fall_back_to_3des_sha1_get(
     proxy: FaultServer, tmp_path: Path, challenge_file: Path
 ) -> None:
     proxy.rules["GetCACaps"] = lambda path, body: (500, "text/html", HTML)
-    result = enroll(proxy, tmp_path, challenge_file, "no-caps")
+    result = enroll_via(proxy, tmp_path, challenge_file, "no-caps")
     assert result.returncode == 0, result.stderr
     assert "3DES, SHA-1 and GET" in result.stderr
     assert [s.method for s in proxy.seen if s.operation == "PKIOperation"] == ["GET"]
@@ -102,7 +84,7 @@ def test_http_error_status_is_exit_5(
     proxy: FaultServer, tmp_path: Path, challenge_file: Path
 ) -> None:
     proxy.rules["PKIOperation"] = lambda path, body: (503, "text/plain", b"Service Unavailable")
-    result = enroll(proxy, tmp_path, challenge_file, "http-503")
+    result = enroll_via(proxy, tmp_path, challenge_file, "http-503")
     assert result.returncode == 5
     assert "HTTP 503" in result.stderr
     assert (tmp_path / "cert.pem").read_bytes() == PLACEHOLDER
@@ -132,7 +114,7 @@ def test_truncated_certrep_is_exit_6_and_keeps_cert(
         return status, ctype, payload[:-cut]
 
     proxy.rules["PKIOperation"] = truncate
-    result = enroll(proxy, tmp_path, challenge_file, f"truncated-{cut}")
+    result = enroll_via(proxy, tmp_path, challenge_file, f"truncated-{cut}")
     assert result.returncode == 6, result.stderr
     assert "Traceback" not in result.stderr
     assert (tmp_path / "cert.pem").read_bytes() == PLACEHOLDER
@@ -142,7 +124,7 @@ def test_certrep_for_another_request_is_exit_6(
     proxy: FaultServer, tmp_path: Path, challenge_file: Path
 ) -> None:
     """A replayed CertRep (an answer to an earlier request) fails the nonce/transactionID check."""
-    first = enroll(proxy, tmp_path, challenge_file, "replay-1")
+    first = enroll_via(proxy, tmp_path, challenge_file, "replay-1")
     assert first.returncode == 0, first.stderr
     replay = proxy.forward  # the answer captured below is replayed to the next request
     captured: dict[str, bytes] = {}
@@ -155,10 +137,10 @@ def test_certrep_for_another_request_is_exit_6(
     proxy.rules["PKIOperation"] = record
     other = tmp_path / "other"
     other.mkdir()
-    assert enroll(proxy, other, challenge_file, "replay-2").returncode == 0
+    assert enroll_via(proxy, other, challenge_file, "replay-2").returncode == 0
     third = tmp_path / "third"
     third.mkdir()
-    result = enroll(proxy, third, challenge_file, "replay-3")
+    result = enroll_via(proxy, third, challenge_file, "replay-3")
     assert result.returncode == 6
     assert "transactionID" in result.stderr or "recipientNonce" in result.stderr
     assert (third / "cert.pem").read_bytes() == PLACEHOLDER
@@ -187,7 +169,7 @@ def test_challenge_on_the_wire_is_printable_string(
 ) -> None:  # fmt: skip
     """Decrypt the request scepd sent with the server's own CA key (the test owns the depot)."""
     extra = ("--challenge-encoding", encoding) if encoding else ()
-    result = enroll(proxy, tmp_path, challenge_file, f"wire-{asn1_type}", *extra)
+    result = enroll_via(proxy, tmp_path, challenge_file, f"wire-{asn1_type}", *extra)
     assert result.returncode == 0, result.stderr
     (request,) = [s.body for s in proxy.seen if s.operation == "PKIOperation"]
     plain = decrypt_empty_passphrase((scepserver.depot / "ca.key").read_bytes())
