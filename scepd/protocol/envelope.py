@@ -29,9 +29,11 @@ def build_enveloped_data(
     cipher: ContentCipher,
     content_key: bytes,
     iv: bytes,
+    oaep: bool = False,
 ) -> bytes:
     """DER ContentInfo(EnvelopedData v0): one KeyTransRecipientInfo v0 (issuerAndSerialNumber,
-    RSA PKCS#1 v1.5) and ``content`` encrypted with ``cipher`` in CBC mode."""
+    RSA PKCS#1 v1.5, or RSAES-OAEP with SHA-1 as NDES may use) and ``content`` encrypted with
+    ``cipher`` in CBC mode."""
     if len(content_key) != cipher.key_size or len(iv) != cipher.block_size:
         raise ValueError("content key or IV has the wrong size for the cipher")
     public_key = recipient.public_key()
@@ -49,8 +51,10 @@ def build_enveloped_data(
                     {"issuer": asn1_cert.issuer, "serial_number": asn1_cert.serial_number}
                 ),
             ),
-            "key_encryption_algorithm": {"algorithm": "rsaes_pkcs1v15"},
-            "encrypted_key": public_key.encrypt(content_key, padding.PKCS1v15()),
+            "key_encryption_algorithm": {"algorithm": "rsaes_oaep" if oaep else "rsaes_pkcs1v15"},
+            "encrypted_key": public_key.encrypt(
+                content_key, _OAEP_SHA1 if oaep else padding.PKCS1v15()
+            ),
         }
     )
     enveloped = cms.EnvelopedData(
@@ -66,6 +70,10 @@ def build_enveloped_data(
     )
     der: bytes = cms.ContentInfo({"content_type": "enveloped_data", "content": enveloped}).dump()
     return der
+
+
+# RFC 8017 default OAEP parameters (SHA-1, MGF1-SHA-1), what NDES uses.
+_OAEP_SHA1 = padding.OAEP(mgf=padding.MGF1(hashes.SHA1()), algorithm=hashes.SHA1(), label=None)  # noqa: S303
 
 
 @dataclass(frozen=True)

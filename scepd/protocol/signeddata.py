@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from asn1crypto import cms
+from asn1crypto import crl as asn1_crl
 from asn1crypto import x509 as asn1_x509
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature
@@ -34,9 +35,11 @@ def build_signed_data(
     digest: Digest,
     signing_time: dt.datetime,
     scep_attributes: list[cms.CMSAttribute],
+    certificates: tuple[x509.Certificate, ...] | None = None,
 ) -> bytes:
     """DER ContentInfo(SignedData v1) over ``content`` (id-data), one signer identified by
-    issuerAndSerialNumber, its certificate included (RFC 8894 §2.3, §3.2)."""
+    issuerAndSerialNumber.  ``certificates`` defaults to the signer's own (RFC 8894 §2.3
+    requires it in requests); a responder may pass others, or none as NDES does."""
     hash_alg = digest.algorithm()
     h = hashes.Hash(hash_alg)
     h.update(content)
@@ -73,7 +76,9 @@ def build_signed_data(
             "version": "v1",
             "digest_algorithms": [{"algorithm": digest.asn1_name}],
             "encap_content_info": {"content_type": "data", "content": content},
-            "certificates": [asn1_cert],
+            "certificates": [asn1_cert]
+            if certificates is None
+            else [to_asn1_certificate(c) for c in certificates],
             "signer_infos": [signer_info],
         }
     )
@@ -232,6 +237,25 @@ def parse_certs_only(
         return certs, crls
 
     return untrusted(what, parse)
+
+
+def build_certs_only(
+    certificates: tuple[x509.Certificate, ...], crls: tuple[bytes, ...] = ()
+) -> bytes:
+    """A degenerate certs-only SignedData (RFC 8894 §3.4): no signers, no content."""
+    signed_data = cms.SignedData(
+        {
+            "version": "v1",
+            "digest_algorithms": [],
+            "encap_content_info": {"content_type": "data"},
+            "certificates": [to_asn1_certificate(c) for c in certificates],
+            "signer_infos": [],
+        }
+    )
+    if crls:
+        signed_data["crls"] = [asn1_crl.CertificateList.load(c) for c in crls]
+    der: bytes = cms.ContentInfo({"content_type": "signed_data", "content": signed_data}).dump()
+    return der
 
 
 def cert_der(cert: x509.Certificate) -> bytes:
