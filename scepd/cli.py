@@ -1,27 +1,21 @@
-"""Command line: ``scepd getcaps | getca | enroll``.
+"""Command line: ``scepd getcaps | getca | enroll | renew | getcert | getcrl | getnextca``.
 
-Start-up stays lean: this module imports only argparse and the error tree; each command
-imports the protocol, transport and crypto modules it needs when it runs.
+Start-up stays lean: this module imports only argparse and the error tree; a command's module
+(``scepd.commands.*``) and with it the protocol, transport and crypto code is imported only
+when that command runs.
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib
 import logging
-import os
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from scepd import __version__
-from scepd.errors import EXIT_CODES, EXIT_UNEXPECTED, ScepError, UsageError
-
-if TYPE_CHECKING:
-    from cryptography import x509
-
-    from scepd.client import ScepClient
-    from scepd.protocol.fingerprint import Fingerprint
+from scepd.errors import EXIT_CODES, EXIT_UNEXPECTED, ScepError
 
 log = logging.getLogger("scepd")
 
@@ -41,9 +35,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
-    def command(
-        name: str, help_text: str, func: Callable[[argparse.Namespace], int]
-    ) -> argparse.ArgumentParser:
+    def command(name: str, help_text: str, handler: str) -> argparse.ArgumentParser:
         sub = commands.add_parser(
             name,
             help=help_text,
@@ -51,7 +43,7 @@ def _parser() -> argparse.ArgumentParser:
             epilog=_EPILOG,
             formatter_class=argparse.RawDescriptionHelpFormatter,
         )
-        sub.set_defaults(func=func)
+        sub.set_defaults(handler=handler)
         # --debug works before or after the command; SUPPRESS keeps the global value.
         sub.add_argument(
             "--debug", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS
@@ -59,65 +51,87 @@ def _parser() -> argparse.ArgumentParser:
         _server_options(sub)
         return sub
 
-    command("getcaps", "print the server's capabilities (GetCACaps), one per line", cmd_getcaps)
+    command(
+        "getcaps",
+        "print the server's capabilities (GetCACaps), one per line",
+        "scepd.commands.ca:getcaps",
+    )
 
     getca = command(
-        "getca", "fetch, verify and save the CA and RA certificates (GetCACert)", cmd_getca
+        "getca",
+        "fetch, verify and save the CA and RA certificates (GetCACert)",
+        "scepd.commands.ca:getca",
     )
     getca.add_argument("--out", required=True, type=Path, metavar="DIR", help="output directory")
     _fingerprint_option(getca)
 
-    enroll = command("enroll", "enroll a new certificate (PKCSReq)", cmd_enroll)
-    enroll.add_argument(
-        "--key", required=True, type=Path, help="RSA private key; created (mode 0600) if missing"
-    )
-    enroll.add_argument("--cert", required=True, type=Path, help="where to write the certificate")
+    enroll = command("enroll", "enroll a new certificate (PKCSReq)", "scepd.commands.enroll:enroll")
+    _key_cert_options(enroll, key_help="RSA private key; created (mode 0600) if missing")
     enroll.add_argument(
         "--subject", required=True, metavar="DN", help="RFC 4514 subject, e.g. CN=web01,O=Example"
     )
-    enroll.add_argument("--dns", action="append", default=[], metavar="NAME", help="DNS SAN")
-    enroll.add_argument("--ip", action="append", default=[], metavar="ADDR", help="IP SAN")
-    enroll.add_argument("--email", action="append", default=[], metavar="ADDR", help="email SAN")
-    enroll.add_argument("--uri", action="append", default=[], metavar="URI", help="URI SAN")
-    enroll.add_argument(
-        "--key-usage",
-        action="append",
-        metavar="USAGE",
-        help="keyUsage to request (repeatable; default digitalSignature and keyEncipherment, "
-        "which NDES maps to its GeneralPurposeTemplate)",
-    )
-    enroll.add_argument(
-        "--eku",
-        action="append",
-        default=[],
-        metavar="USAGE",
-        help="extendedKeyUsage to request: serverAuth, clientAuth, ... or a dotted OID",
-    )
-    challenge = enroll.add_mutually_exclusive_group()
-    challenge.add_argument(
-        "--challenge-file", type=Path, metavar="F", help="read the challenge password from F"
-    )
-    challenge.add_argument(
-        "--challenge-env", metavar="VAR", help="read the challenge password from variable VAR"
-    )
-    enroll.add_argument(
-        "--challenge-encoding",
-        choices=["printable", "utf8"],
-        default="printable",
-        help="ASN.1 string type of the challenge (default printable; NDES rejects utf8)",
-    )
-    _fingerprint_option(enroll)
+    _identity_options(enroll)
+    _request_options(enroll)
     enroll.add_argument("--key-size", type=int, default=2048, metavar="BITS", help="new key size")
-    enroll.add_argument("--chain", type=Path, metavar="FILE", help="write the CA chain here")
-    enroll.add_argument(
-        "--digest", choices=["sha256", "sha512", "sha1", "md5"], help="default: negotiated"
+
+    renew = command(
+        "renew",
+        "renew a certificate: the request is signed with the current certificate and key",
+        "scepd.commands.enroll:renew",
     )
-    enroll.add_argument("--cipher", choices=["aes", "des3", "des"], help="default: negotiated")
-    enroll.add_argument(
-        "--allow-legacy-crypto",
-        action="store_true",
-        help="allow sending single DES or MD5 (forbidden by RFC 8894; only for old servers)",
+    _key_cert_options(renew, key_help="the current private key; replaced only on success")
+    keys = renew.add_mutually_exclusive_group()
+    keys.add_argument(
+        "--new-key",
+        dest="reuse_key",
+        action="store_false",
+        help="generate a new key (default: NDES returns the old certificate for a reused key)",
     )
+    keys.add_argument("--reuse-key", action="store_true", help="keep the current key")
+    renew.set_defaults(reuse_key=False)
+    renew.add_argument(
+        "--mode",
+        choices=[m for m in ("auto", "renewalreq", "signed-pkcsreq")],
+        default="auto",
+        help="renewalreq: RenewalReq (17); signed-pkcsreq: PKCSReq signed by the current "
+        "certificate (NDES, sscep, certmonger); auto (default): renewalreq when the server "
+        "advertises Renewal",
+    )
+    renew.add_argument(
+        "--subject", metavar="DN", help="request another subject (default: the current one)"
+    )
+    _identity_options(renew, default_help=" (default: those of the current certificate)")
+    _request_options(renew)
+    renew.add_argument(
+        "--key-size", type=int, metavar="BITS", help="new key size (default: the current one's)"
+    )
+
+    getcert = command(
+        "getcert",
+        "fetch a certificate by issuer and serial number (GetCert)",
+        "scepd.commands.query:getcert",
+    )
+    getcert.add_argument(
+        "--cert", required=True, type=Path, help="a certificate of the same issuer (ours)"
+    )
+    getcert.add_argument("--serial", required=True, help="serial number, decimal or 0x-hex")
+    getcert.add_argument("--out", required=True, type=Path, metavar="FILE")
+    _query_options(getcert)
+
+    getcrl = command(
+        "getcrl", "fetch the CRL of CERT's issuer (GetCRL)", "scepd.commands.query:getcrl"
+    )
+    getcrl.add_argument("--cert", required=True, type=Path, help="the certificate to check")
+    getcrl.add_argument("--out", required=True, type=Path, metavar="FILE")
+    _query_options(getcrl)
+
+    getnextca = command(
+        "getnextca",
+        "fetch the CA's next certificate (GetNextCACert), verified by the current CA",
+        "scepd.commands.ca:getnextca",
+    )
+    getnextca.add_argument("--out", required=True, type=Path, metavar="DIR")
+    _fingerprint_option(getnextca)
     return parser
 
 
@@ -145,151 +159,84 @@ def _fingerprint_option(sub: argparse.ArgumentParser) -> None:
     )
 
 
-def _client(args: argparse.Namespace) -> ScepClient:
-    from scepd.client import ScepClient
-    from scepd.transport import HttpTransport
+def _key_cert_options(sub: argparse.ArgumentParser, *, key_help: str) -> None:
+    sub.add_argument("--key", required=True, type=Path, help=key_help)
+    sub.add_argument("--cert", required=True, type=Path, help="the certificate file")
+    sub.add_argument("--chain", type=Path, metavar="FILE", help="write the CA chain here")
 
-    if args.timeout <= 0:
-        raise UsageError("--timeout must be positive")
-    transport = HttpTransport(
-        args.url,
-        connect_timeout=min(args.timeout, 10.0),
-        read_timeout=args.timeout,
-        ca_bundle=args.ca_bundle,
+
+def _identity_options(sub: argparse.ArgumentParser, default_help: str = "") -> None:
+    sub.add_argument("--dns", action="append", default=[], metavar="NAME", help="DNS SAN")
+    sub.add_argument("--ip", action="append", default=[], metavar="ADDR", help="IP SAN")
+    sub.add_argument("--email", action="append", default=[], metavar="ADDR", help="email SAN")
+    sub.add_argument(
+        "--uri", action="append", default=[], metavar="URI", help="URI SAN" + default_help
     )
-    return ScepClient(transport, ca_identifier=args.ca_identifier)
-
-
-def _pin(args: argparse.Namespace) -> Fingerprint | None:
-    from scepd.protocol.fingerprint import Fingerprint
-
-    return Fingerprint.parse(args.fingerprint) if args.fingerprint else None
-
-
-def cmd_getcaps(args: argparse.Namespace) -> int:
-    client = _client(args)
-    caps = client.get_caps()
-    for keyword in caps.keywords:
-        print(keyword)
-    return 0
-
-
-def _describe(cert: x509.Certificate, role: str) -> str:
-    from scepd._compat import not_valid_after
-    from scepd.protocol.fingerprint import display
-
-    return (
-        f"{role}: {cert.subject.rfc4514_string()}\n"
-        f"  notAfter {not_valid_after(cert):%Y-%m-%d %H:%M:%S}Z\n"
-        f"  SHA-256  {display(cert, 'sha256')}\n"
-        f"  MD5      {display(cert, 'md5')}"
+    sub.add_argument(
+        "--key-usage",
+        action="append",
+        metavar="USAGE",
+        help="keyUsage to request (repeatable; default digitalSignature and keyEncipherment, "
+        "which NDES maps to its GeneralPurposeTemplate)",
+    )
+    sub.add_argument(
+        "--eku",
+        action="append",
+        default=[],
+        metavar="USAGE",
+        help="extendedKeyUsage to request: serverAuth, clientAuth, ... or a dotted OID",
     )
 
 
-def cmd_getca(args: argparse.Namespace) -> int:
-    from scepd import store
-
-    pin = _pin(args)
-    out: Path = args.out
-    if not out.is_dir():
-        raise UsageError(f"--out {out}: not a directory")
-    ca = _client(args).get_ca(pin)
-    files = {out / "ca.pem": ca.ca_certs}
-    if ca.ra_certs:
-        files[out / "ra-sign.pem"] = (ca.verifier,)
-        files[out / "ra-enc.pem"] = (ca.recipient,)
-    for path in files:
-        store.check_writable(path)
-    for path, certs in files.items():
-        store.write_certificates(path, certs)
-    for cert in (*ca.ra_certs, *ca.ca_certs):
-        print(_describe(cert, ca.role(cert)))
-    print("wrote " + ", ".join(str(p) for p in files))
-    return 0
-
-
-def _challenge(args: argparse.Namespace) -> str | None:
-    from scepd import store
-
-    if args.challenge_file is not None:
-        return store.read_secret(args.challenge_file)
-    if args.challenge_env is not None:
-        value = os.environ.get(args.challenge_env, "").strip()
-        if not value:
-            raise UsageError(f"--challenge-env {args.challenge_env}: variable is unset or empty")
-        return value
-    return None
-
-
-def cmd_enroll(args: argparse.Namespace) -> int:
-    from scepd import store
-
-    # Start the new key first: it is generated on another core while the rest happens.
-    new_key = None if args.key.exists() else store.KeyGeneration(args.key_size)
-
-    from scepd._compat import not_valid_after
-    from scepd.client import Algorithms, EnrollmentRequest, Issued
-    from scepd.protocol.algorithms import ContentCipher, Digest
-    from scepd.protocol.csr import (
-        DEFAULT_KEY_USAGE,
-        SubjectAltNames,
-        challenge_value,
-        parse_subject,
+def _request_options(sub: argparse.ArgumentParser) -> None:
+    challenge = sub.add_mutually_exclusive_group()
+    challenge.add_argument(
+        "--challenge-file", type=Path, metavar="F", help="read the challenge password from F"
+    )
+    challenge.add_argument(
+        "--challenge-env", metavar="VAR", help="read the challenge password from variable VAR"
+    )
+    sub.add_argument(
+        "--challenge-encoding",
+        choices=["printable", "utf8"],
+        default="printable",
+        help="ASN.1 string type of the challenge (default printable; NDES rejects utf8)",
+    )
+    _fingerprint_option(sub)
+    sub.add_argument(
+        "--digest", choices=["sha256", "sha512", "sha1", "md5"], help="default: negotiated"
+    )
+    sub.add_argument("--cipher", choices=["aes", "des3", "des"], help="default: negotiated")
+    sub.add_argument(
+        "--allow-legacy-crypto",
+        action="store_true",
+        help="allow sending single DES or MD5 (forbidden by RFC 8894; only for old servers)",
+    )
+    sub.add_argument(
+        "--state-dir",
+        type=Path,
+        metavar="DIR",
+        help="where pending requests are kept (default $SCEPD_STATE_DIR, else /var/lib/scepd "
+        "for root, $XDG_STATE_HOME/scepd otherwise)",
+    )
+    sub.add_argument(
+        "--wait", action="store_true", help="poll a pending request until it is decided"
+    )
+    sub.add_argument(
+        "--poll-interval", default="60s", metavar="DURATION", help="first poll interval (60s)"
+    )
+    sub.add_argument(
+        "--max-wait", default="1h", metavar="DURATION", help="give up waiting after (1h)"
     )
 
-    # Everything local is checked before the first request, so a typo never costs an OTP.
-    pin = _pin(args)
-    request = EnrollmentRequest(
-        subject=parse_subject(args.subject),
-        sans=SubjectAltNames(
-            dns=tuple(args.dns), ip=tuple(args.ip), email=tuple(args.email), uri=tuple(args.uri)
-        ),
-        key_usage=tuple(args.key_usage) if args.key_usage else DEFAULT_KEY_USAGE,
-        extended_key_usage=tuple(args.eku),
-        challenge=_challenge(args),
-        challenge_utf8=args.challenge_encoding == "utf8",
-    )
-    if request.challenge is not None:
-        challenge_value(request.challenge, utf8=request.challenge_utf8)
-    algorithms = Algorithms(
-        digest=Digest(args.digest) if args.digest else None,
-        cipher=ContentCipher(args.cipher) if args.cipher else None,
-        allow_legacy=args.allow_legacy_crypto,
-    )
-    for path in (args.cert, args.chain):
-        if path is not None:
-            store.check_writable(path)
-    existing_key = store.load_key(args.key) if new_key is None else None
-    if new_key is not None:
-        store.check_writable(args.key)
 
-    client = _client(args)
-    negotiated = client.negotiate(client.get_caps(), algorithms)  # refuses legacy crypto early
-    ca = client.get_ca(pin)
-    if new_key is not None:
-        key = store.save_new_key(args.key, new_key.result())
-        log.info("created %d-bit RSA key %s (mode 0600)", args.key_size, args.key)
-    else:
-        assert existing_key is not None
-        key = existing_key
-    result = client.enroll(key=key, request=request, negotiated=negotiated, ca=ca)
-    if not isinstance(result, Issued):
-        print(
-            f"pending: the CA holds the request for approval; transactionID {result.transaction_id}"
-        )
-        print(f"run the same command again once it is approved (the key {args.key} is kept)")
-        return 3
-    if args.chain is not None:
-        store.write_certificates(args.chain, result.chain)
-    store.write_certificates(args.cert, [result.certificate])
-    cert = result.certificate
-    print(
-        f"issued {cert.subject.rfc4514_string()} serial {cert.serial_number:X}, valid until "
-        f"{not_valid_after(cert):%Y-%m-%d %H:%M:%S}Z, issuer {cert.issuer.rfc4514_string()}"
+def _query_options(sub: argparse.ArgumentParser) -> None:
+    sub.add_argument(
+        "--key",
+        type=Path,
+        help="CERT's key, to sign the query with CERT (default: a throwaway self-signed key)",
     )
-    written = [str(args.cert)] + ([str(args.chain)] if args.chain else [])
-    print("wrote " + ", ".join(written))
-    return 0
+    _fingerprint_option(sub)
 
 
 class _Formatter(logging.Formatter):
@@ -306,13 +253,21 @@ def _setup_logging(debug: bool) -> None:
     log.propagate = False
 
 
+def _run(args: argparse.Namespace) -> int:
+    if hasattr(args, "func"):
+        code: int = args.func(args)
+        return code
+    module, _, name = args.handler.partition(":")
+    code = getattr(importlib.import_module(module), name)(args)
+    return code
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = _parser()
     args = parser.parse_args(argv)
     _setup_logging(args.debug)
     try:
-        code: int = args.func(args)
-        return code
+        return _run(args)
     except ScepError as exc:
         if args.debug:
             log.exception("%s", exc)

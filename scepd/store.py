@@ -121,18 +121,79 @@ class KeyGeneration:
         return self._key
 
 
-def save_new_key(path: Path, key: rsa.RSAPrivateKey) -> SoftwareKey:
-    """Write a new key atomically with mode 0600; an existing file is never replaced here."""
-    if path.exists():
-        raise LocalFileError(f"{path}: appeared while enrolling; not overwriting it")
-    check_writable(path)
-    pem = key.private_bytes(
+def key_pem(key: rsa.RSAPrivateKey) -> bytes:
+    return key.private_bytes(
         serialization.Encoding.PEM,
         serialization.PrivateFormat.PKCS8,
         serialization.NoEncryption(),
     )
-    write_atomic(path, pem, KEY_MODE)
-    return SoftwareKey(key)
+
+
+def save_key(path: Path, key: rsa.RSAPrivateKey) -> None:
+    """A private key, mode 0600, written atomically."""
+    write_atomic(path, key_pem(key), KEY_MODE)
+
+
+def load_certificate(path: Path) -> x509.Certificate:
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise LocalFileError(f"{path}: cannot read certificate ({_why(exc)})") from None
+    try:
+        if b"-----BEGIN" in data:
+            return x509.load_pem_x509_certificate(data)
+        return x509.load_der_x509_certificate(data)
+    except ValueError as exc:
+        raise LocalFileError(
+            f"{path}: not a PEM or DER certificate ({str(exc).splitlines()[0]})"
+        ) from None
+
+
+def _mode_and_owner(path: Path, default_mode: int) -> tuple[int, tuple[int, int] | None]:
+    try:
+        st = path.stat()
+    except FileNotFoundError:
+        return default_mode, None
+    return stat.S_IMODE(st.st_mode), (st.st_uid, st.st_gid)
+
+
+def replace_together(files: list[tuple[Path, bytes, int]]) -> None:
+    """Replace several files (key, certificate, chain) as close to at once as a POSIX file
+    system allows: every new file is fully written and synced first, then all are renamed.
+    An existing file keeps its mode and, when we may set it, its owner and group.  If
+    anything fails before the renames, every old file is still byte-identical."""
+    staged: list[tuple[str, Path]] = []
+    current = files[0][0] if files else Path(".")
+    try:
+        for path, data, default_mode in files:
+            current = path
+            mode, owner = _mode_and_owner(path, default_mode)
+            directory = path.parent if str(path.parent) else Path(".")
+            fd, tmp = tempfile.mkstemp(dir=directory, prefix=f".{path.name}.", suffix=".tmp")
+            staged.append((tmp, path))
+            with os.fdopen(fd, "wb") as handle:
+                os.fchmod(handle.fileno(), mode)
+                if owner is not None and os.geteuid() == 0:
+                    os.fchown(handle.fileno(), *owner)
+                handle.write(data)
+                handle.flush()
+                os.fsync(handle.fileno())
+    except OSError as exc:
+        for tmp, _path in staged:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+        raise LocalFileError(f"{current}: cannot write ({_why(exc)})") from None
+    for tmp, path in staged:
+        os.replace(tmp, path)
+    for directory in {path.parent for _tmp, path in staged}:
+        _fsync_dir(directory if str(directory) else Path("."))
+
+
+def remove_tree(directory: Path) -> None:
+    """Remove a state directory (a closed transaction) and the key it held."""
+    import shutil  # noqa: PLC0415 - only when a transaction closes
+
+    shutil.rmtree(directory, ignore_errors=True)
 
 
 def certificates_pem(certs: Iterable[x509.Certificate]) -> bytes:

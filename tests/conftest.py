@@ -9,6 +9,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.request
 from collections.abc import Iterator
@@ -22,6 +23,9 @@ REPO = Path(__file__).resolve().parents[1]
 VECTORS = REPO.parent / "shared" / "vectors"
 CHALLENGE = "s3cret-Challenge"
 PLACEHOLDER = b"existing certificate bytes, must survive every failure\n"
+
+
+_SESSION_STATE = Path(tempfile.mkdtemp(prefix="scepd-test-state-"))
 
 
 def free_port() -> int:
@@ -101,6 +105,8 @@ def run_scepd(
         and k.lower() not in ("http_proxy", "https_proxy", "all_proxy")
     }
     full_env["PYTHONPATH"] = str(REPO)
+    # Pending transactions of the tests never go to /var/lib/scepd.
+    full_env["SCEPD_STATE_DIR"] = str(_SESSION_STATE)
     full_env.update(env or {})
     return subprocess.run(
         [sys.executable, "-m", "scepd", *args],

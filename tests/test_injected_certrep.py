@@ -63,7 +63,7 @@ def test_pending_exits_3_with_the_transaction_id(
     transaction_id = parse_signed_data(request).attribute(oids.TRANSACTION_ID)
     assert f"transactionID {transaction_id}" in result.stdout
     assert (tmp_path / "cert.pem").read_bytes() == PLACEHOLDER
-    assert (tmp_path / "key.pem").exists()  # kept, so a re-run asks for the same key
+    assert not (tmp_path / "key.pem").exists()  # KEY is written with the certificate only
 
 
 def test_ndes_failure_shows_fail_info_and_hresult(

@@ -49,6 +49,7 @@ from scepd.protocol.pkimessage import (
     open_cert_rep,
     parse_cert_rep,
     select_issued,
+    spki_of,
 )
 from scepd.protocol.signeddata import parse_certs_only, parse_signed_data
 from scepd.protocol.signer import build_self_signed
@@ -310,7 +311,7 @@ def test_jscep_resp0_holds_the_certificate_for_req0():
     certs, crls = parse_certs_only(read(JSCEP / "scep_resp0.der"), "resp0")
     csr = x509.load_der_x509_csr(read(JSCEP / "scep_req0.der"))
     assert crls == ()
-    issued, chain = select_issued(certs, csr)
+    issued, chain = select_issued(certs, spki_of(csr))
     assert cn(issued.subject) == "Test SCEP PKI user"
     assert chain == ()
 
@@ -430,7 +431,7 @@ def test_micromdm_success(mdm_ca):
     csr = build_csr(
         key=SoftwareKey(key), subject=x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "x")])
     )
-    cert, chain = select_issued(issued.certificates, csr)
+    cert, chain = select_issued(issued.certificates, spki_of(csr))
     assert cert == expected
     assert expected not in chain
 
@@ -452,7 +453,7 @@ def test_micromdm_select_issued_refuses_other_key():
     other = SoftwareKey(load_key(MICROMDM / "client-failure.key"))
     csr = build_csr(key=other, subject=x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "x")]))
     with pytest.raises(CertificateMismatch):
-        select_issued((issued,), csr)
+        select_issued((issued,), spki_of(csr))
 
 
 def test_micromdm_wrong_key_cannot_open(mdm_ca):

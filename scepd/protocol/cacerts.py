@@ -14,7 +14,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 from scepd.errors import FingerprintMismatch, MalformedMessage, SignatureInvalid, TrustError
 from scepd.protocol.asn1util import untrusted
 from scepd.protocol.fingerprint import Fingerprint
-from scepd.protocol.signeddata import load_certificate, parse_certs_only
+from scepd.protocol.signeddata import load_certificate, parse_certs_only, parse_signed_data
 
 _SEQUENCE = 0x30
 
@@ -219,3 +219,25 @@ def verify_issued_by(cert: x509.Certificate, issuer: x509.Certificate) -> None:
             f"certificate {cert.subject.rfc4514_string()} is not signed by "
             f"{issuer.subject.rfc4514_string()}"
         ) from None
+
+
+def parse_next_ca_certs(body: bytes, *, current: CACertificates) -> tuple[x509.Certificate, ...]:
+    """GetNextCACert (RFC 8894 §4.7.1): a SignedData whose signature must verify with the
+    *current* CA (or its RA signing certificate) before its certificates are trusted."""
+
+    def parse() -> tuple[x509.Certificate, ...]:
+        msg = parse_signed_data(body, "GetNextCACert response", require_signed_attrs=False)
+        signer = msg.find_signer(current.certificates)
+        if signer is None:
+            raise TrustError(
+                "GetNextCACert response is not signed by the current CA or its RA certificate"
+            )
+        msg.verify(signer)
+        if not msg.content:
+            raise MalformedMessage("GetNextCACert response has no content")
+        certs, _crls = parse_certs_only(msg.content, "GetNextCACert content")
+        if not certs:
+            raise MalformedMessage("GetNextCACert response holds no certificate")
+        return certs
+
+    return untrusted("GetNextCACert response", parse)

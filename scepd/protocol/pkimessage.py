@@ -256,18 +256,22 @@ def open_cert_rep(rep: CertRep, *, key: PrivateKey, certificate: x509.Certificat
 
 
 def select_issued(
-    certs: tuple[x509.Certificate, ...], csr: x509.CertificateSigningRequest
+    certs: tuple[x509.Certificate, ...], spki: bytes
 ) -> tuple[x509.Certificate, tuple[x509.Certificate, ...]]:
-    """The certificate whose public key is the CSR's, and the others as its chain."""
-    want = csr.public_key().public_bytes(Encoding.DER, _SPKI)
+    """The certificate whose public key (DER SubjectPublicKeyInfo) is ours, and the others as
+    its chain: never rely on order (RFC 8894 §3.3.2.1 allows extra certificates)."""
 
     def pick() -> tuple[x509.Certificate, tuple[x509.Certificate, ...]]:
         for cert in certs:
-            if cert.public_key().public_bytes(Encoding.DER, _SPKI) == want:
+            if cert.public_key().public_bytes(Encoding.DER, _SPKI) == spki:
                 return cert, tuple(c for c in certs if c != cert)
         raise CertificateMismatch("the CA returned no certificate for our public key")
 
     return untrusted("issued certificate", pick)
+
+
+def spki_of(key: x509.CertificateSigningRequest | x509.Certificate | PrivateKey) -> bytes:
+    return key.public_key().public_bytes(Encoding.DER, _SPKI)
 
 
 def issued_chain(

@@ -97,7 +97,7 @@ class SignedMessage:
     digest_algorithm: str
     signature_algorithm: str
     signature: bytes
-    signed_attrs_der: bytes
+    signed_attrs_der: bytes | None  # None: the signature is over the content itself
     sid_issuer_serial: tuple[bytes, int] | None  # (DER issuer Name, serial)
     sid_key_id: bytes | None
 
@@ -115,22 +115,27 @@ class SignedMessage:
         return None
 
     def verify(self, signer: x509.Certificate) -> None:
-        """Check messageDigest and the signature over the signed attributes."""
+        """Check messageDigest and the signature over the signed attributes (RFC 5652 §5.4),
+        or over the content when there are none."""
         hash_alg = hash_for_verify(self.digest_algorithm)
-        declared = self.attribute(oids.MESSAGE_DIGEST)
-        h = hashes.Hash(hash_alg)
-        h.update(self.content or b"")
-        if declared != h.finalize():
-            raise SignatureInvalid("message digest does not match the signed content")
-        if self.attribute(oids.CONTENT_TYPE) != oids.ID_DATA:
-            raise MalformedMessage("signed contentType attribute is not id-data")
+        signed = self.signed_attrs_der
+        if signed is None:
+            signed = self.content or b""
+        else:
+            declared = self.attribute(oids.MESSAGE_DIGEST)
+            h = hashes.Hash(hash_alg)
+            h.update(self.content or b"")
+            if declared != h.finalize():
+                raise SignatureInvalid("message digest does not match the signed content")
+            if self.attribute(oids.CONTENT_TYPE) != oids.ID_DATA:
+                raise MalformedMessage("signed contentType attribute is not id-data")
         if self.signature_algorithm not in _PKCS1_SIGNATURES:
             raise TrustError(f"unsupported signature algorithm {self.signature_algorithm}")
         public_key = signer.public_key()
         if not isinstance(public_key, rsa.RSAPublicKey):
             raise TrustError("signer certificate does not hold an RSA key")
         try:
-            public_key.verify(self.signature, self.signed_attrs_der, padding.PKCS1v15(), hash_alg)
+            public_key.verify(self.signature, signed, padding.PKCS1v15(), hash_alg)
         except InvalidSignature:
             raise SignatureInvalid(
                 f"signature by {signer.subject.rfc4514_string()} does not verify"
@@ -169,12 +174,15 @@ def load_certificate(der: bytes) -> x509.Certificate:
     return x509.load_der_x509_certificate(der)
 
 
-def parse_signed_data(data: bytes, what: str = "pkiMessage") -> SignedMessage:
-    """Parse a DER/BER ContentInfo(SignedData) with exactly one signer (RFC 8894 §3)."""
-    return untrusted(what, lambda: _parse(data, what))
+def parse_signed_data(
+    data: bytes, what: str = "pkiMessage", *, require_signed_attrs: bool = True
+) -> SignedMessage:
+    """Parse a DER/BER ContentInfo(SignedData) with exactly one signer (RFC 8894 §3).
+    pkiMessages must have signed attributes; a GetNextCACert answer need not."""
+    return untrusted(what, lambda: _parse(data, what, require_signed_attrs))
 
 
-def _parse(data: bytes, what: str) -> SignedMessage:
+def _parse(data: bytes, what: str, require_signed_attrs: bool) -> SignedMessage:
     info = cms.ContentInfo.load(data)
     if info["content_type"].native != "signed_data":
         raise MalformedMessage(f"{what} is a {info['content_type'].native}, not SignedData")
@@ -194,9 +202,11 @@ def _parse(data: bytes, what: str) -> SignedMessage:
     if len(signer_infos) != 1:
         raise MalformedMessage(f"{what} has {len(signer_infos)} signers, SCEP needs exactly one")
     si = signer_infos[0]
-    if si["signed_attrs"].native is None:
+    signed_attrs_der = None
+    if si["signed_attrs"].native is not None:
+        signed_attrs_der = set_of_attributes_der(si["signed_attrs"])
+    elif require_signed_attrs:
         raise MalformedMessage(f"{what} has no signed attributes")
-    signed_attrs_der = set_of_attributes_der(si["signed_attrs"])
     sid = si["sid"]
     issuer_serial = None
     key_id = None
@@ -208,7 +218,7 @@ def _parse(data: bytes, what: str) -> SignedMessage:
         content=content,
         certificates=certificates,
         crls=crls,
-        attributes=attributes(signed_attrs_der),
+        attributes=attributes(signed_attrs_der) if signed_attrs_der else {},
         digest_algorithm=si["digest_algorithm"]["algorithm"].native,
         signature_algorithm=si["signature_algorithm"]["algorithm"].native,
         signature=bytes(si["signature"].native),

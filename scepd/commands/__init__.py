@@ -1,0 +1,1 @@
+"""Command implementations; ``scepd.cli`` imports each only when it runs."""
