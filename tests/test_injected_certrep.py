@@ -7,10 +7,11 @@ senderNonce from the signed attributes to answer them, as a CA would."""
 from __future__ import annotations
 
 import datetime as dt
+import os
 from pathlib import Path
 
 from asn1crypto import cms, core
-from conftest import PLACEHOLDER, ScepServer, decrypt_empty_passphrase, enroll_via
+from conftest import CHALLENGE, PLACEHOLDER, ScepServer, decrypt_empty_passphrase, enroll_via
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import load_pem_private_key
 from faultserver import FaultServer
@@ -119,3 +120,60 @@ def test_certrep_signed_by_a_stranger_is_exit_6(
     assert result.returncode == 6, result.stderr
     assert "signer" in result.stderr
     assert (tmp_path / "cert.pem").read_bytes() == PLACEHOLDER
+
+
+def _pki_requests(proxy: FaultServer) -> list[tuple[str, str, bytes]]:
+    """(messageType, transactionID, senderNonce) of every PKIOperation the proxy saw."""
+    out = []
+    for seen in proxy.seen:
+        if seen.operation == "PKIOperation":
+            msg = parse_signed_data(seen.body)
+            out.append(
+                (
+                    msg.attribute(oids.MESSAGE_TYPE),
+                    msg.attribute(oids.TRANSACTION_ID),
+                    msg.attribute(oids.SENDER_NONCE),
+                )
+            )
+    return out
+
+
+def test_pending_resumes_with_certpoll_then_failure_closes_it(
+    proxy: FaultServer, scepserver: ScepServer, tmp_path: Path, challenge_file: Path
+) -> None:
+    state = tmp_path / "state"
+    answer = {"status": "3", "extra": []}
+    proxy.rules["PKIOperation"] = lambda path, body: (
+        200,
+        "application/x-pki-message",
+        cert_rep(scepserver, body, answer["status"], answer["extra"]),
+    )
+    args = ("--state-dir", str(state))
+    first = enroll_via(proxy, tmp_path, challenge_file, "resume", *args)
+    assert first.returncode == 3, first.stderr
+    (tx_dir,) = (state / "pending").iterdir()
+    assert sorted(p.name for p in tx_dir.iterdir()) == [
+        "ca.pem",
+        "key.pem",
+        "signer.pem",
+        "transaction.json",
+    ]
+    assert oct(os.stat(tx_dir / "key.pem").st_mode & 0o777) == "0o600"
+    assert CHALLENGE not in "".join(p.read_text() for p in tx_dir.iterdir())
+
+    second = enroll_via(proxy, tmp_path, challenge_file, "resume", *args)
+    assert second.returncode == 3, second.stderr
+    answer["status"], answer["extra"] = (
+        "2",
+        [cms.CMSAttribute({"type": "fail_info", "values": ["2"]})],
+    )
+    third = enroll_via(proxy, tmp_path, challenge_file, "resume", *args)
+    assert third.returncode == 4, third.stderr
+
+    sent = _pki_requests(proxy)
+    assert [m for m, _t, _n in sent] == ["19", "20", "20"]  # never a second PKCSReq
+    assert len({t for _m, t, _n in sent}) == 1  # one transactionID throughout
+    assert len({n for _m, _t, n in sent}) == 3  # a fresh senderNonce each time
+    assert not tx_dir.exists()  # FAILURE closed the transaction and deleted its key
+    assert (tmp_path / "cert.pem").read_bytes() == PLACEHOLDER
+    assert not (tmp_path / "key.pem").exists()
