@@ -62,9 +62,11 @@ _FAIL_INFO_CAUSES = {
 # HRESULTs that Microsoft NDES puts in attribute 1.3.6.1.4.1.311.21.33 (protocol.md §2.8).
 MS_HRESULT_CAUSES: dict[int, str] = {
     0x80070057: "E_INVALIDARG: the CA found an invalid argument in the request",
-    0x800B0110: "CERT_E_WRONG_USAGE: the challenge password was already used; get a new one",
+    0x800B0110: "CERT_E_WRONG_USAGE: the one-time password (challenge) was already used; "
+    "get a new one from NDES's mscep_admin page",
     0x80096004: "TRUST_E_CERT_SIGNATURE: NDES requires a challenge password and none was sent",
-    0x80070490: "ERROR_NOT_FOUND: the challenge password is unknown or used; get a new one",
+    0x80070490: "ERROR_NOT_FOUND: the one-time password (challenge) is unknown, expired or "
+    "used; get a new one",
     0x80094001: "CERTSRV_E_BAD_REQUESTSUBJECT: the CA rejected the subject",
     0x80094800: "CERTSRV_E_UNSUPPORTED_CERT_TYPE: NDES's template registry values name no "
     "template the CA offers",
