@@ -60,7 +60,7 @@ def _query(raw_query: str) -> dict[str, str]:
 
 def _printable(value: str) -> str:
     """Untrusted text for a log line: no spaces, quotes or control characters, bounded."""
-    cleaned = "".join(c if c.isprintable() and c not in " \"'=" else "?" for c in value)
+    cleaned = "".join(c if c.isprintable() and c not in " \"'" else "?" for c in value)
     return cleaned[:80] or "-"
 
 

@@ -59,8 +59,8 @@ def _handler(app: ScepApp, debug: bool) -> type[BaseHTTPRequestHandler]:
                 emit(f"operation=- messageType=- transactionID=- result=500 error={error}")
                 self._send(500, "text/plain", b"internal error\n")
                 return
+            emit(response.log)  # before the answer: whoever got the answer can see the line
             self._send(response.status, response.content_type, response.body)
-            emit(response.log)
 
         def _send(self, status: int, content_type: str, body: bytes) -> None:
             self.send_response(status)

@@ -255,10 +255,29 @@ def cert_rep_success(
         iv=rand(chosen.block_size),
         oaep=responder.oaep,
     )
+    if responder.oaep:
+        envelope = _with_oaep_parameters(envelope)
     extra = [_attr(oids.MS_DISPOSITION, core.UTF8String("Issued"))] if responder.ndes else []
     return _cert_rep(
         responder, request, PkiStatus.SUCCESS, envelope=envelope, extra=extra, now=now, rand=rand
     )
+
+
+def _with_oaep_parameters(envelope: bytes) -> bytes:
+    """Add the RSAES-OAEP-params that ``build_enveloped_data`` leaves out: RFC 4055 §4.1 wants
+    them present in CMS (an empty SEQUENCE means the SHA-1/MGF1-SHA-1 defaults used), and
+    scepd's own envelope parser reads them."""
+    info = cms.ContentInfo.load(envelope)
+    for recipient in info["content"]["recipient_infos"]:
+        recipient.chosen["key_encryption_algorithm"] = {
+            "algorithm": "rsaes_oaep",
+            "parameters": {
+                "hash_algorithm": {"algorithm": "sha1"},
+                "mask_gen_algorithm": {"algorithm": "mgf1", "parameters": {"algorithm": "sha1"}},
+            },
+        }
+    out: bytes = info.dump(force=True)
+    return out
 
 
 def cert_rep_failure(
