@@ -4,7 +4,7 @@ SHELL := /bin/bash
 PYTHON ?= python3
 VENV := .venv
 VPY := $(VENV)/bin/python
-TEST_DEBS := scep libsystemd-dev pkg-config
+TEST_DEBS := scep libsystemd-dev pkg-config strongswan-pki libstrongswan-extra-plugins
 DEBIAN_PY_DEBS := python3-cryptography python3-asn1crypto python3-requests python3-apscheduler \
 	python3-yaml python3-systemd python3-pytest python3-hypothesis
 PYTEST_ARGS ?=
