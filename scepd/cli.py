@@ -133,6 +133,7 @@ def _parser() -> argparse.ArgumentParser:
     getnextca.add_argument("--out", required=True, type=Path, metavar="DIR")
     _fingerprint_option(getnextca)
     from scepd.devca.cli import add_parser as add_devca_parser
+
     add_devca_parser(commands)
     return parser
 

@@ -36,7 +36,7 @@ from scepd.protocol.cacerts import verify_issued_by
 from scepd.protocol.csr import build_csr
 from scepd.protocol.envelope import OpenedEnvelope, build_enveloped_data, open_enveloped_data
 from scepd.protocol.keys import SoftwareKey
-from scepd.protocol.responder import issuer_and_serial, issuer_and_subject
+from scepd.protocol.messagedata import issuer_and_serial, issuer_and_subject
 from scepd.protocol.signeddata import (
     SignedMessage,
     build_signed_data,
@@ -564,7 +564,7 @@ def test_pending_approve_then_certpoll(ndes_pending: DevCA) -> None:
     )
     assert again.status == "3"
     assert set((server.dir / "pending").iterdir()) == held  # no second request
-    poll_data = issuer_and_subject(issuing.subject, client.subject)
+    poll_data = issuer_and_subject(issuing.subject, client.subject.public_bytes())
     assert (
         pki(server, client, "20", poll_data, recipient=ra_enc, transaction_id=transaction).status
         == "3"
@@ -597,7 +597,7 @@ def test_pending_auto_approve_at_third_poll_and_unknown_transaction(ndes_pending
         ).status
         == "3"
     )
-    poll_data = issuer_and_subject(issuing.subject, client.subject)
+    poll_data = issuer_and_subject(issuing.subject, client.subject.public_bytes())
     statuses = [
         pki(server, client, "20", poll_data, recipient=ra_enc, transaction_id=transaction).status
         for _ in range(3)

@@ -19,7 +19,7 @@ from scepd.devca import challenges, issuance
 from scepd.devca.identities import Identities
 from scepd.devca.state import CADir
 from scepd.errors import MalformedMessage, ScepError, SignatureInvalid, TrustError
-from scepd.protocol import responder
+from scepd.protocol import messagedata, responder
 from scepd.protocol.cacerts import verify_issued_by
 from scepd.protocol.constants import FailInfo
 from scepd.protocol.signeddata import same_name
@@ -213,7 +213,7 @@ class Operations:
             raise _Reject(
                 FailInfo.BAD_REQUEST, TRUST_E_CERT_SIGNATURE, "challenge password required"
             )
-        if self._config.ndes and request.challenge_type != "PrintableString":
+        if self._config.ndes and request.challenge_type != "printable_string":
             # NDES Event 29: OpenSSL's default UTF8String challenge is refused (§2.4).
             raise _Reject(
                 FailInfo.BAD_REQUEST,
@@ -245,7 +245,7 @@ class Operations:
         self, message: responder.IncomingMessage, opened: responder.OpenedRequest, now: dt.datetime
     ) -> Outcome:
         try:
-            issuer, subject = responder.parse_issuer_and_subject(opened.message_data)
+            issuer, subject = messagedata.parse_issuer_and_subject(opened.message_data)
         except ScepError:
             raise _Reject(
                 FailInfo.BAD_REQUEST, E_INVALIDARG, "malformed IssuerAndSubject"
@@ -296,7 +296,7 @@ class Operations:
     def _issuer_and_serial(self, opened: responder.OpenedRequest) -> tuple[bool, int]:
         """(whether the issuer is this CA, serial)."""
         try:
-            issuer, serial = responder.parse_issuer_and_serial(opened.message_data)
+            issuer, serial = messagedata.parse_issuer_and_serial(opened.message_data)
         except ScepError:
             raise _Reject(
                 FailInfo.BAD_REQUEST, E_INVALIDARG, "malformed IssuerAndSerialNumber"

@@ -9,13 +9,14 @@ import ipaddress
 import re
 from dataclasses import dataclass
 
+from asn1crypto import core
 from asn1crypto import csr as asn1_csr
 from asn1crypto import keys as asn1_keys
 from asn1crypto import x509 as asn1_x509
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
-from scepd.errors import ChallengeEncodingError, UsageError
+from scepd.errors import ChallengeEncodingError, MalformedMessage, UsageError
 from scepd.protocol.algorithms import Digest
 from scepd.protocol.keys import PrivateKey
 
@@ -197,11 +198,31 @@ def build_csr(
     return x509.load_der_x509_csr(request.dump())
 
 
+def read_challenge(csr_der: bytes) -> tuple[str | None, str | None]:
+    """A CSR's challengePassword and its ASN.1 string type (asn1crypto's name, e.g.
+    ``printable_string``), read without the DirectoryString spec so that an IA5String some
+    clients send is reported instead of failing the parse.  (None, None) when absent."""
+    info = asn1_csr.CertificationRequest.load(csr_der)["certification_request_info"]
+    for attribute in info["attributes"]:
+        if attribute["type"].dotted != "1.2.840.113549.1.9.7":
+            continue
+        value = core.load(attribute["values"].contents)
+        if not isinstance(value, core.AbstractString):
+            raise MalformedMessage("challengePassword is not a character string")
+        return str(value.native), _STRING_TYPES.get(type(value).__name__, type(value).__name__)
+    return None, None
+
+
+_STRING_TYPES = {
+    "PrintableString": "printable_string",
+    "UTF8String": "utf8_string",
+    "IA5String": "ia5_string",
+    "TeletexString": "teletex_string",
+    "BMPString": "bmp_string",
+    "UniversalString": "universal_string",
+}
+
+
 def read_challenge_encoding(csr_der: bytes) -> str | None:
     """The ASN.1 string type of a CSR's challengePassword (e.g. ``printable_string``)."""
-    request = asn1_csr.CertificationRequest.load(csr_der)
-    for attribute in request["certification_request_info"]["attributes"]:
-        if attribute["type"].native == "challenge_password":
-            name: str = attribute["values"][0].name
-            return name
-    return None
+    return read_challenge(csr_der)[1]

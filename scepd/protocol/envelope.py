@@ -51,7 +51,9 @@ def build_enveloped_data(
                     {"issuer": asn1_cert.issuer, "serial_number": asn1_cert.serial_number}
                 ),
             ),
-            "key_encryption_algorithm": {"algorithm": "rsaes_oaep" if oaep else "rsaes_pkcs1v15"},
+            "key_encryption_algorithm": _OAEP_ALGORITHM
+            if oaep
+            else {"algorithm": "rsaes_pkcs1v15"},
             "encrypted_key": public_key.encrypt(
                 content_key, _OAEP_SHA1 if oaep else padding.PKCS1v15()
             ),
@@ -73,6 +75,14 @@ def build_enveloped_data(
 
 
 # RFC 8017 default OAEP parameters (SHA-1, MGF1-SHA-1), what NDES uses.
+# RFC 4055 §4.1: the parameters are present in CMS, here spelling out the SHA-1 defaults.
+_OAEP_ALGORITHM = {
+    "algorithm": "rsaes_oaep",
+    "parameters": {
+        "hash_algorithm": {"algorithm": "sha1"},
+        "mask_gen_algorithm": {"algorithm": "mgf1", "parameters": {"algorithm": "sha1"}},
+    },
+}
 _OAEP_SHA1 = padding.OAEP(mgf=padding.MGF1(hashes.SHA1()), algorithm=hashes.SHA1(), label=None)  # noqa: S303
 
 
@@ -173,6 +183,8 @@ def _padding(alg: cms.KeyEncryptionAlgorithm) -> AsymmetricPadding:
         return padding.PKCS1v15()
     if name == "rsaes_oaep":
         params = alg["parameters"]
+        if params.native is None:  # absent: the RFC 8017 defaults, SHA-1 and MGF1-SHA-1
+            return _OAEP_SHA1
         digest = params["hash_algorithm"]["algorithm"].native
         mgf_digest = params["mask_gen_algorithm"]["parameters"]["algorithm"].native
         label = params["p_source_algorithm"]["parameters"].native or None

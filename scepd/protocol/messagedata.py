@@ -8,6 +8,8 @@ from asn1crypto import cms, core
 from asn1crypto import x509 as asn1_x509
 from cryptography import x509
 
+from scepd.protocol.asn1util import untrusted
+
 
 class IssuerAndSubject(core.Sequence):  # type: ignore[misc]
     """CertPoll's messageData: the intended issuer and the requested subject."""
@@ -35,3 +37,24 @@ def issuer_and_serial(issuer: x509.Name, serial: int) -> bytes:
     )
     der: bytes = value.dump()
     return der
+
+
+def parse_issuer_and_subject(data: bytes) -> tuple[bytes, bytes]:
+    """CertPoll messageData (server side): DER issuer and subject Names."""
+
+    def parse() -> tuple[bytes, bytes]:
+        value = IssuerAndSubject.load(data)
+        return value["issuer"].dump(), value["subject"].dump()
+
+    return untrusted("IssuerAndSubject", parse)
+
+
+def parse_issuer_and_serial(data: bytes) -> tuple[bytes, int]:
+    """GetCert / GetCRL messageData (server side): DER issuer Name and serial number."""
+
+    def parse() -> tuple[bytes, int]:
+        value = cms.IssuerAndSerialNumber.load(data)
+        serial: int = value["serial_number"].native
+        return value["issuer"].dump(), serial
+
+    return untrusted("IssuerAndSerialNumber", parse)

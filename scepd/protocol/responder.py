@@ -10,18 +10,16 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import ClassVar
 
 from asn1crypto import cms, core
-from asn1crypto import csr as asn1_csr
-from asn1crypto import x509 as asn1_x509
 from cryptography import x509
 
 from scepd.errors import MalformedMessage, SignatureInvalid, TrustError
 from scepd.protocol import oids
 from scepd.protocol.algorithms import ContentCipher, Digest
-from scepd.protocol.asn1util import to_asn1_certificate, untrusted
+from scepd.protocol.asn1util import untrusted
 from scepd.protocol.constants import FailInfo, PkiStatus
+from scepd.protocol.csr import read_challenge
 from scepd.protocol.envelope import build_enveloped_data, open_enveloped_data
 from scepd.protocol.keys import PrivateKey
 from scepd.protocol.signeddata import (
@@ -145,7 +143,7 @@ class CertificationRequest:
 
     csr: x509.CertificateSigningRequest
     challenge: str | None = field(repr=False)
-    challenge_type: str | None  # ASN.1 type as sent: "PrintableString", "UTF8String", ...
+    challenge_type: str | None  # ASN.1 type as sent: "printable_string", "utf8_string", ...
 
 
 def parse_csr(data: bytes) -> CertificationRequest:
@@ -156,68 +154,10 @@ def parse_csr(data: bytes) -> CertificationRequest:
         csr = x509.load_der_x509_csr(data)
         if not csr.is_signature_valid:
             raise SignatureInvalid("the PKCS#10 request's signature does not verify")
-        challenge, challenge_type = _challenge(data)
+        challenge, challenge_type = read_challenge(data)
         return CertificationRequest(csr, challenge, challenge_type)
 
     return untrusted("PKCS#10 request", parse)
-
-
-def _challenge(csr_der: bytes) -> tuple[str | None, str | None]:
-    info = asn1_csr.CertificationRequest.load(csr_der)["certification_request_info"]
-    for attribute in info["attributes"]:
-        if attribute["type"].dotted != "1.2.840.113549.1.9.7":
-            continue
-        # Read the raw SET OF without asn1crypto's DirectoryString spec, so an IA5String
-        # (which some clients send) is reported instead of failing the whole parse.
-        value = core.load(attribute["values"].contents)
-        if not isinstance(value, core.AbstractString):
-            raise MalformedMessage("challengePassword is not a character string")
-        return str(value.native), type(value).__name__
-    return None, None
-
-
-class _IssuerAndSubject(core.Sequence):  # type: ignore[misc]
-    _fields: ClassVar = [("issuer", asn1_x509.Name), ("subject", asn1_x509.Name)]
-
-
-def parse_issuer_and_subject(data: bytes) -> tuple[bytes, bytes]:
-    """CertPoll messageData: DER issuer and subject Names."""
-
-    def parse() -> tuple[bytes, bytes]:
-        value = _IssuerAndSubject.load(data)
-        return value["issuer"].dump(), value["subject"].dump()
-
-    return untrusted("IssuerAndSubject", parse)
-
-
-def parse_issuer_and_serial(data: bytes) -> tuple[bytes, int]:
-    """GetCert / GetCRL messageData: DER issuer Name and serial number."""
-
-    def parse() -> tuple[bytes, int]:
-        value = cms.IssuerAndSerialNumber.load(data)
-        serial: int = value["serial_number"].native
-        return value["issuer"].dump(), serial
-
-    return untrusted("IssuerAndSerialNumber", parse)
-
-
-def issuer_and_subject(issuer: x509.Name, subject: x509.Name) -> bytes:
-    """CertPoll messageData (the client side of :func:`parse_issuer_and_subject`)."""
-    der: bytes = _IssuerAndSubject(
-        {
-            "issuer": asn1_x509.Name.load(issuer.public_bytes()),
-            "subject": asn1_x509.Name.load(subject.public_bytes()),
-        }
-    ).dump()
-    return der
-
-
-def issuer_and_serial(issuer: x509.Name, serial: int) -> bytes:
-    """GetCert / GetCRL messageData."""
-    der: bytes = cms.IssuerAndSerialNumber(
-        {"issuer": asn1_x509.Name.load(issuer.public_bytes()), "serial_number": serial}
-    ).dump()
-    return der
 
 
 # --- CertRep (RFC 8894 §3.3.2) -------------------------------------------------------------
@@ -255,29 +195,10 @@ def cert_rep_success(
         iv=rand(chosen.block_size),
         oaep=responder.oaep,
     )
-    if responder.oaep:
-        envelope = _with_oaep_parameters(envelope)
     extra = [_attr(oids.MS_DISPOSITION, core.UTF8String("Issued"))] if responder.ndes else []
     return _cert_rep(
         responder, request, PkiStatus.SUCCESS, envelope=envelope, extra=extra, now=now, rand=rand
     )
-
-
-def _with_oaep_parameters(envelope: bytes) -> bytes:
-    """Add the RSAES-OAEP-params that ``build_enveloped_data`` leaves out: RFC 4055 §4.1 wants
-    them present in CMS (an empty SEQUENCE means the SHA-1/MGF1-SHA-1 defaults used), and
-    scepd's own envelope parser reads them."""
-    info = cms.ContentInfo.load(envelope)
-    for recipient in info["content"]["recipient_infos"]:
-        recipient.chosen["key_encryption_algorithm"] = {
-            "algorithm": "rsaes_oaep",
-            "parameters": {
-                "hash_algorithm": {"algorithm": "sha1"},
-                "mask_gen_algorithm": {"algorithm": "mgf1", "parameters": {"algorithm": "sha1"}},
-            },
-        }
-    out: bytes = info.dump(force=True)
-    return out
 
 
 def cert_rep_failure(
@@ -316,25 +237,10 @@ def cert_rep_pending(
     )
 
 
-class _OrderedCertificateSet(cms.CertificateSet):  # type: ignore[misc]
-    """A certificates field kept in the order given: asn1crypto sorts a SET OF into DER order,
-    but clients read GetCACert in NDES's order and micromdm's scepclient takes the first
-    certificate of a CertRep as the issued one."""
-
-    def _set_contents(self, force: bool = False) -> None:
-        self._contents = b"".join(child.dump(force=force) for child in self)
-
-
 def certs_only(certificates: tuple[x509.Certificate, ...], crls: tuple[bytes, ...] = ()) -> bytes:
     """A degenerate certs-only SignedData (RFC 8894 §3.4) with ``certificates`` in this order:
     the GetCACert body, or what a SUCCESS envelope holds (issued certificate first, or a CRL)."""
-    der = build_certs_only((), crls)
-    info = cms.ContentInfo.load(der)
-    info["content"]["certificates"] = _OrderedCertificateSet(
-        [to_asn1_certificate(c) for c in certificates]
-    )
-    out: bytes = info.dump(force=True)
-    return out
+    return build_certs_only(certificates, crls)
 
 
 def _cert_rep(

@@ -27,6 +27,19 @@ from scepd.protocol.asn1util import (
 from scepd.protocol.keys import PrivateKey
 
 
+class _OrderedCertificateSet(cms.CertificateSet):  # type: ignore[misc]
+    """A certificates field kept in the order given.  asn1crypto sorts a SET OF into DER order,
+    but clients read GetCACert in NDES's order, and micromdm's scepclient takes the first
+    certificate of a CertRep as the issued one."""
+
+    def _set_contents(self, force: bool = False) -> None:
+        self._contents = b"".join(child.dump(force=force) for child in self)
+
+
+def _certificate_set(certificates: tuple[x509.Certificate, ...]) -> _OrderedCertificateSet:
+    return _OrderedCertificateSet([to_asn1_certificate(c) for c in certificates])
+
+
 def build_signed_data(
     *,
     content: bytes,
@@ -76,9 +89,7 @@ def build_signed_data(
             "version": "v1",
             "digest_algorithms": [{"algorithm": digest.asn1_name}],
             "encap_content_info": {"content_type": "data", "content": content},
-            "certificates": [asn1_cert]
-            if certificates is None
-            else [to_asn1_certificate(c) for c in certificates],
+            "certificates": [asn1_cert] if certificates is None else _certificate_set(certificates),
             "signer_infos": [signer_info],
         }
     )
@@ -252,13 +263,14 @@ def parse_certs_only(
 def build_certs_only(
     certificates: tuple[x509.Certificate, ...], crls: tuple[bytes, ...] = ()
 ) -> bytes:
-    """A degenerate certs-only SignedData (RFC 8894 §3.4): no signers, no content."""
+    """A degenerate certs-only SignedData (RFC 8894 §3.4): no signers, no content; the
+    certificates in the order given (issued certificate first; NDES's GetCACert order)."""
     signed_data = cms.SignedData(
         {
             "version": "v1",
             "digest_algorithms": [],
             "encap_content_info": {"content_type": "data"},
-            "certificates": [to_asn1_certificate(c) for c in certificates],
+            "certificates": _certificate_set(certificates),
             "signer_infos": [],
         }
     )
