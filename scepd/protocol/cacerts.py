@@ -232,7 +232,13 @@ def parse_next_ca_certs(body: bytes, *, current: CACertificates) -> tuple[x509.C
             raise TrustError(
                 "GetNextCACert response is not signed by the current CA or its RA certificate"
             )
-        msg.verify(signer)
+        try:
+            msg.verify(signer)
+        except SignatureInvalid:
+            raise SignatureInvalid(
+                "GetNextCACert response is not signed by the current CA: its signature does "
+                f"not verify with {signer.subject.rfc4514_string()}"
+            ) from None
         if not msg.content:
             raise MalformedMessage("GetNextCACert response has no content")
         certs, _crls = parse_certs_only(msg.content, "GetNextCACert content")
