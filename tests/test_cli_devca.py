@@ -4,6 +4,7 @@ GetNextCACert."""
 
 from __future__ import annotations
 
+import os
 import re
 import signal
 import subprocess
@@ -245,3 +246,23 @@ def test_getnextca_signed_by_another_ca_is_refused(std_ca: DevCA, tmp_path: Path
     assert result.returncode == 6, result.stderr
     assert "not signed by the current CA" in result.stderr
     assert not (tmp_path / "next-ca.pem").exists()
+
+
+def test_devca_with_a_relative_directory(tmp_path: Path) -> None:
+    """`scepd devca init --dir dv` and `serve --dir dv` from the directory above: the path
+    bug found by hand (files written to dv/dv/issued) must not come back."""
+    cwd = os.getcwd()
+    os.chdir(tmp_path)
+    try:
+        run = start_devca(Path("dv"))
+        ca = next(run)
+    finally:
+        os.chdir(cwd)
+    try:
+        challenge = tmp_path / "otp"
+        otp = run_scepd("devca", "otp", "--dir", str(tmp_path / "dv"))
+        challenge.write_text(otp.stdout)
+        result = run_scepd(*enroll_args(ca, tmp_path, "relative", challenge))
+        assert result.returncode == 0, result.stderr
+    finally:
+        next(run, None)

@@ -16,6 +16,7 @@ from types import FrameType
 
 from scepd.devca.app import MAX_BODY, ScepApp
 from scepd.devca.state import CADir
+from scepd.errors import ScepError
 
 _print_lock = threading.Lock()
 
@@ -53,7 +54,13 @@ def _handler(app: ScepApp, debug: bool) -> type[BaseHTTPRequestHandler]:
             try:
                 response = app.handle(self.command, self.path, body)
             except Exception as exc:  # a devca bug must not kill the server or leak a trace
-                error = type(exc).__name__
+                # A ScepError's one line names the file and what to do; other errors only
+                # their type (details with --debug).
+                error = (
+                    f"{type(exc).__name__}: {exc}"
+                    if isinstance(exc, ScepError)
+                    else type(exc).__name__
+                )
                 if debug:  # --debug: the traceback on stderr, never in the HTTP answer
                     traceback.print_exc(file=sys.stderr)
                 emit(f"operation=- messageType=- transactionID=- result=500 error={error}")

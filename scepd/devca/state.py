@@ -54,7 +54,9 @@ class Config:
 
 class CADir:
     def __init__(self, root: Path) -> None:
-        self.root = root
+        # Absolute: file names below are joined onto it, and a relative --dir joined onto a
+        # path that already holds it gave "dv/dv/issued" (found by hand, see the test).
+        self.root = root.resolve()
 
     # --- paths ---
     def path(self, name: str) -> Path:
