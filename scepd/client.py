@@ -432,11 +432,25 @@ class ScepClient:
             response = self._transport.post("PKIOperation", request.der)
         else:
             response = self._transport.get("PKIOperation", encode_get_message(request.der))
-        if response.status in (405, 501):
+        # micromdm answers GetCert/GetCRL with HTTP 500 "not implemented": name the operation.
+        if response.status in (405, 501) or (
+            response.status >= 400 and b"not implemented" in response.body[:200].lower()
+        ):
             raise NotSupportedByServer(
-                f"{self.server}: PKIOperation answered HTTP {response.status} (not implemented)"
+                f"{self.server}: the server does not implement {_NAMES[request.message_type]} "
+                f"(HTTP {response.status})"
             )
         return check_response(response, self.server, "PKIOperation")
+
+
+_NAMES = {
+    MessageType.PKCS_REQ: "PKCSReq",
+    MessageType.RENEWAL_REQ: "RenewalReq",
+    MessageType.CERT_POLL: "CertPoll",
+    MessageType.GET_CERT: "GetCert",
+    MessageType.GET_CRL: "GetCRL",
+    MessageType.CERT_REP: "CertRep",
+}
 
 
 def check_identity(issued: x509.Certificate, tx: Transaction) -> None:

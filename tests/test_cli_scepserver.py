@@ -246,3 +246,24 @@ def test_help_documents_exit_codes() -> None:
     assert result.returncode == 0
     for code in range(8):
         assert f"  {code}  " in result.stdout
+
+
+@pytest.mark.parametrize("operation", ["getcert", "getcrl"])
+def test_operations_micromdm_lacks_are_named(
+    scepserver: ScepServer, tmp_path: Path, challenge_file: Path, operation: str
+) -> None:
+    enrolled = run_scepd(*enroll_args(scepserver, tmp_path, f"lacks-{operation}", challenge_file))
+    assert enrolled.returncode == 0, enrolled.stderr
+    extra = ["--serial", "2"] if operation == "getcert" else []
+    result = run_scepd(operation, "--url", scepserver.url, "--cert", str(tmp_path / "cert.pem"),
+                       "--out", str(tmp_path / "out.pem"), *extra)  # fmt: skip
+    assert result.returncode == 5
+    name = {"getcert": "GetCert", "getcrl": "GetCRL"}[operation]
+    assert f"does not implement {name}" in result.stderr
+    assert not (tmp_path / "out.pem").exists()
+
+
+def test_getnextca_not_advertised(scepserver: ScepServer, tmp_path: Path) -> None:
+    result = run_scepd("getnextca", "--url", scepserver.url, "--out", str(tmp_path))
+    assert result.returncode == 5
+    assert "does not advertise GetNextCACert" in result.stderr
