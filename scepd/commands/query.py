@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from dataclasses import dataclass
 
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
@@ -11,6 +12,8 @@ from scepd import store
 from scepd.client import Algorithms, ScepClient
 from scepd.commands.common import make_client, pin
 from scepd.errors import LocalFileError, UsageError
+from scepd.protocol.cacerts import CACertificates
+from scepd.protocol.capabilities import Negotiated
 from scepd.protocol.keys import PrivateKey, SoftwareKey
 
 
@@ -38,31 +41,39 @@ def _signer(
     return client.self_signed(throwaway, cert.subject), throwaway
 
 
-def getcert(args: argparse.Namespace) -> int:
-    serial = _serial(args.serial)
+@dataclass(frozen=True)
+class _Query:
+    cert: x509.Certificate
+    client: ScepClient
+    negotiated: Negotiated
+    ca: CACertificates
+    signer: tuple[x509.Certificate, PrivateKey]
+
+
+def _prepare(args: argparse.Namespace) -> _Query:
+    """Local checks first, then GetCACaps and GetCACert once, then who signs the query."""
     cert = store.load_certificate(args.cert)
     store.check_writable(args.out)
     client = make_client(args)
     negotiated = client.negotiate(client.get_caps(), Algorithms())
     ca = client.get_ca(pin(args))
-    found = client.get_cert(
-        issuer=cert.issuer, serial=serial, signer=_signer(args, client, cert),
-        negotiated=negotiated, ca=ca,
-    )  # fmt: skip
+    return _Query(cert, client, negotiated, ca, _signer(args, client, cert))
+
+
+def getcert(args: argparse.Namespace) -> int:
+    serial = _serial(args.serial)
+    q = _prepare(args)
+    found = q.client.get_cert(
+        issuer=q.cert.issuer, serial=serial, signer=q.signer, negotiated=q.negotiated, ca=q.ca
+    )
     store.write_certificates(args.out, [found])
     print(f"certificate {serial:X}: {found.subject.rfc4514_string()}; wrote {args.out}")
     return 0
 
 
 def getcrl(args: argparse.Namespace) -> int:
-    cert = store.load_certificate(args.cert)
-    store.check_writable(args.out)
-    client = make_client(args)
-    negotiated = client.negotiate(client.get_caps(), Algorithms())
-    ca = client.get_ca(pin(args))
-    crl = client.get_crl(
-        cert=cert, signer=_signer(args, client, cert), negotiated=negotiated, ca=ca
-    )
+    q = _prepare(args)
+    crl = q.client.get_crl(cert=q.cert, signer=q.signer, negotiated=q.negotiated, ca=q.ca)
     store.write_atomic(args.out, crl.public_bytes(Encoding.PEM), store.CERT_MODE)
     revoked = sum(1 for _ in crl)
     next_update = f"{crl.next_update:%Y-%m-%d %H:%M:%S}Z" if crl.next_update else "not given"
