@@ -5,6 +5,7 @@ GetNextCACert."""
 from __future__ import annotations
 
 import os
+import pty
 import re
 import signal
 import subprocess
@@ -266,3 +267,28 @@ def test_devca_with_a_relative_directory(tmp_path: Path) -> None:
         assert result.returncode == 0, result.stderr
     finally:
         next(run, None)
+
+
+def test_wait_progress_is_one_line_on_a_terminal(auto_ca: DevCA, tmp_path: Path) -> None:
+    challenge = otp_file(auto_ca, tmp_path)
+    master, slave = pty.openpty()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "scepd",
+         *enroll_args(auto_ca, tmp_path, "tty", challenge, "--wait", "--poll-interval", "1s")],
+        env={**peer_env(), "PYTHONPATH": str(REPO)}, stdout=subprocess.PIPE, stderr=slave,
+    )  # fmt: skip
+    os.close(slave)
+    assert process.wait(60) == 0
+    output = b""
+    while True:
+        try:
+            chunk = os.read(master, 4096)
+        except OSError:  # EIO once the terminal's other side is closed
+            break
+        if not chunk:
+            break
+        output += chunk
+    os.close(master)
+    progress = [line for line in output.split(b"\n") if b"pending" in line]
+    assert len(progress) == 1, output  # redrawn in place...
+    assert progress[0].count(b"\r\x1b[K") >= 2  # ...once per poll
