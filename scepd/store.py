@@ -496,6 +496,8 @@ def swap_in(identity_dir: Path, files: FileSet, new: NewFiles) -> None:
                 data = path.read_bytes()
             except FileNotFoundError:
                 continue
+            except OSError as exc:
+                raise LocalFileError(f"{path}: cannot read ({_why(exc)})") from None
             if role == "cert":
                 old_cert = data
             _write_new(old_dir / f"{role}.pem", data, 0o600, None, None)
