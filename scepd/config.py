@@ -283,14 +283,14 @@ def _entries(entry: _Entry, parsers: Parsers, exclusive: Collection[str] = ()) -
     return found
 
 
-def _items(entry: _Entry, example: str) -> list[_Entry]:
-    """The items of a list (null: none)."""
+def _items(entry: _Entry, example: str, *, hint: bool = True) -> list[_Entry]:
+    """The items of a list (null: none); a lone string gets the hint to write it as a list."""
     node = entry.node
     if _is_null(node):
         return []
     if not isinstance(node, SequenceNode):
-        hint = f" (write [{node.value}])" if isinstance(node, ScalarNode) else ""
-        entry.fail(f"expected a list like {example}, got {_show(node)}{hint}")
+        hint_text = f" (write [{node.value}])" if hint and isinstance(node, ScalarNode) else ""
+        entry.fail(f"expected a list like {example}, got {_show(node)}{hint_text}")
     return [_Entry(f"{entry.where}[{i}]", _line(item), item) for i, item in enumerate(node.value)]
 
 
@@ -488,7 +488,7 @@ def _fingerprint(entry: _Entry) -> str:
     except UsageError as exc:
         reason = _reason(exc, f"--fingerprint {text!r}: ")
         entry.fail(
-            f"{reason}, got {text!r}" if reason.startswith("expected") else f"{reason}: {text!r}"
+            f"{reason}, got {text!r}" if reason.startswith("expected") else f"{text!r}: {reason}"
         )
     return text  # kept as written: messages show what the admin pasted
 
@@ -649,7 +649,9 @@ def _command(entry: _Entry) -> Command:
 
 
 def _commands(entry: _Entry) -> tuple[Command, ...]:
-    return tuple(_command(item) for item in _items(entry, "[[systemctl, reload, nginx]]"))
+    # no "write [...]" hint: [systemctl reload nginx] would be one command named with spaces
+    items = _items(entry, '[[systemctl, reload, nginx], {shell: "..."}]', hint=False)
+    return tuple(_command(item) for item in items)
 
 
 _RETRY_PARSERS: Parsers = {"initial": _auto_duration, "max": _auto_duration}
