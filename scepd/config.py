@@ -11,6 +11,7 @@ from __future__ import annotations
 import datetime as dt
 import difflib
 import ipaddress
+import math
 import os
 import re
 import urllib.parse
@@ -366,10 +367,12 @@ def _duration(entry: _Entry) -> dt.timedelta:
 def _auto_duration(entry: _Entry) -> dt.timedelta | None:
     if isinstance(entry.node, ScalarNode) and entry.node.value == "auto":
         return None
-    node = _scalar(entry, "auto or a duration like 5m")
-    if node.tag == _INT:
-        entry.fail(f"expected auto or a duration like 5m, got {node.value} (write {node.value}s)")
-    return _duration(entry)
+    try:
+        return _duration(entry)
+    except _Invalid as exc:
+        if not exc.message.startswith("expected a duration like 30s"):
+            raise
+        entry.fail(exc.message.replace("expected a duration", "expected auto or a duration"))
 
 
 def _fraction(entry: _Entry) -> float:
@@ -377,8 +380,10 @@ def _fraction(entry: _Entry) -> float:
     node = _scalar(entry, "a percentage like 66%")
     if node.tag in (_INT, _FLOAT):
         number = _number(node)
-        percent = number * 100 if number is not None and 0 < number < 1 else number
-        hint = f" (write {percent:g}%)" if percent is not None else " (write 66%)"
+        if number is None or not math.isfinite(number):
+            number = 66
+        percent = number * 100 if 0 < number < 1 else number  # 0.66 meant as a fraction
+        hint = f" (write {percent:g}%)"
         entry.fail(f"expected a percentage like 66%, got {node.value}{hint}")
     match = _PERCENT.fullmatch(str(node.value).strip())
     if match is None:
@@ -465,8 +470,13 @@ def _credential_name(entry: _Entry) -> str:
 
 def _url(entry: _Entry) -> str:
     text = _text(entry)
-    parts = urllib.parse.urlsplit(text)
-    if parts.scheme.lower() not in ("http", "https") or not parts.hostname or " " in text:
+    try:
+        parts = urllib.parse.urlsplit(text)
+        valid = parts.scheme.lower() in ("http", "https") and bool(parts.hostname)
+        parts.port  # noqa: B018 - raises ValueError for a port out of range
+    except ValueError:  # e.g. an unclosed [IPv6 literal
+        valid = False
+    if not valid or re.search(r"\s", text):
         entry.fail(f"expected an http:// or https:// URL, got {text!r}")
     return text
 

@@ -9,6 +9,8 @@ from pathlib import Path
 
 import pytest
 from conftest import REPO
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from scepd import config as config_module
 from scepd.client import RenewalMode
@@ -351,7 +353,7 @@ def test_bad_config_names_file_line_and_key(text: str, message: str) -> None:
 def test_first_error_in_document_order_is_reported() -> None:
     text = GOOD + "    retry: {initial: soon}\n    colour: blue\n"
     assert error(text) == (
-        "config.yaml:10: identities.web.retry.initial: expected a duration like 30s, got 'soon'"
+        "config.yaml:10: identities.web.retry.initial: expected auto or a duration like 30s, got 'soon'"
     )
 
 
@@ -661,3 +663,29 @@ def test_example_documents_every_key() -> None:
               {"post_renew_batch": None, "shell": None}]  # fmt: skip
     for key in {key for table in tables for key in table}:
         assert re.search(rf"[{{\s]{key}:", text), key
+
+
+FULL = enable_example(EXAMPLE.read_text())
+
+
+def only_config_errors(text: str) -> None:
+    try:
+        parse(text)
+    except ConfigError as exc:
+        assert re.fullmatch(r"config\.yaml:[0-9]+: [^\n]+", str(exc)), str(exc)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.integers(0, len(FULL) - 1),
+    st.integers(0, 20),
+    st.sampled_from(list(" :-[]{}#&*!%'\"x0\n\t")),
+)
+def test_mangled_config_gives_one_line_config_error(at: int, cut: int, char: str) -> None:
+    only_config_errors(FULL[:at] + char + FULL[at + cut :])
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.text(alphabet=" :-[]{}#&*!<%'\"ab0.\n", max_size=60))
+def test_arbitrary_text_gives_one_line_config_error(text: str) -> None:
+    only_config_errors(text)
