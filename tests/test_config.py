@@ -353,7 +353,8 @@ def test_bad_config_names_file_line_and_key(text: str, message: str) -> None:
 def test_first_error_in_document_order_is_reported() -> None:
     text = GOOD + "    retry: {initial: soon}\n    colour: blue\n"
     assert error(text) == (
-        "config.yaml:10: identities.web.retry.initial: expected auto or a duration like 30s, got 'soon'"
+        "config.yaml:10: identities.web.retry.initial: expected auto or a duration like 30s, "
+        "got 'soon'"
     )
 
 
