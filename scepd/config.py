@@ -229,7 +229,9 @@ def _pairs(node: MappingNode, entry: _Entry, active: frozenset[int]) -> Iterator
             if id(source) in active:
                 entry.fail_key("a << merge includes the mapping itself")
             for mkey, mvalue in _pairs(source, entry, active | {id(source)}):
-                if mkey.value not in explicit and mkey.value not in merged:
+                if not isinstance(mkey, ScalarNode):
+                    yield mkey, mvalue  # refused by the caller, which names it
+                elif mkey.value not in explicit and mkey.value not in merged:
                     merged.add(mkey.value)
                     yield mkey, mvalue
 

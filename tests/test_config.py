@@ -320,6 +320,10 @@ BAD = [
         "got an empty file",
     ),
     (
+        "defaults: {<<: {? [a]: b}}\n",
+        "config.yaml:1: defaults.?: expected a key name, got a list",
+    ),
+    (
         "servers: [ndes]\n",
         "config.yaml:1: servers: expected a mapping, got a list",
     ),
@@ -687,6 +691,6 @@ def test_mangled_config_gives_one_line_config_error(at: int, cut: int, char: str
 
 
 @settings(max_examples=200, deadline=None)
-@given(st.text(alphabet=" :-[]{}#&*!<%'\"ab0.\n", max_size=60))
+@given(st.text(alphabet=" :-[]{}#&*!<?%'\"ab0.\n", max_size=60))
 def test_arbitrary_text_gives_one_line_config_error(text: str) -> None:
     only_config_errors(text)
