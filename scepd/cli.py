@@ -33,9 +33,18 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--debug", action="store_true", help="log every HTTP exchange; tracebacks on errors"
     )
+    parser.add_argument(
+        "--config",
+        type=Path,
+        metavar="F",
+        help="configuration file for run, status, check-config, enroll NAME, renew NAME|--all "
+        "(default $SCEPD_CONFIG, else /etc/scepd/config.yaml)",
+    )
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
-    def command(name: str, help_text: str, handler: str) -> argparse.ArgumentParser:
+    def command(
+        name: str, help_text: str, handler: str, *, server: bool | None = True
+    ) -> argparse.ArgumentParser:
         sub = commands.add_parser(
             name,
             help=help_text,
@@ -48,7 +57,8 @@ def _parser() -> argparse.ArgumentParser:
         sub.add_argument(
             "--debug", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS
         )
-        _server_options(sub)
+        if server is not False:
+            _server_options(sub, required=bool(server))
         return sub
 
     command(
@@ -65,19 +75,31 @@ def _parser() -> argparse.ArgumentParser:
     getca.add_argument("--out", required=True, type=Path, metavar="DIR", help="output directory")
     _fingerprint_option(getca)
 
-    enroll = command("enroll", "enroll a new certificate (PKCSReq)", "scepd.commands.enroll:enroll")
-    _key_cert_options(enroll, key_help="RSA private key; created (mode 0600) if missing")
-    enroll.add_argument(
-        "--subject", required=True, metavar="DN", help="RFC 4514 subject, e.g. CN=web01,O=Example"
+    enroll = command(
+        "enroll",
+        "enroll a new certificate (PKCSReq): a configured identity NAME, or one given by options",
+        "scepd.commands.enroll:enroll",
+        server=None,
     )
+    enroll.add_argument("name", nargs="?", metavar="NAME", help="a configured identity")
+    _key_cert_options(enroll, key_help="RSA private key; created (mode 0600) if missing")
+    enroll.add_argument("--subject", metavar="DN", help="RFC 4514 subject, e.g. CN=web01,O=Example")
     _identity_options(enroll)
     _request_options(enroll)
     enroll.add_argument("--key-size", type=int, default=2048, metavar="BITS", help="new key size")
 
     renew = command(
         "renew",
-        "renew a certificate: the request is signed with the current certificate and key",
+        "renew a certificate (signed with the current certificate and key): configured "
+        "identities (NAME or --all), or one given by options",
         "scepd.commands.enroll:renew",
+        server=None,
+    )
+    renew.add_argument("name", nargs="?", metavar="NAME", help="a configured identity")
+    renew.add_argument("--all", action="store_true", help="every configured identity that is due")
+    renew.add_argument("--force", action="store_true", help="renew even if not due yet")
+    renew.add_argument(
+        "--dry-run", action="store_true", help="print what would be done; send nothing"
     )
     _key_cert_options(renew, key_help="the current private key; replaced only on success")
     keys = renew.add_mutually_exclusive_group()
@@ -132,15 +154,32 @@ def _parser() -> argparse.ArgumentParser:
     )
     getnextca.add_argument("--out", required=True, type=Path, metavar="DIR")
     _fingerprint_option(getnextca)
+
+    command(
+        "run", "the renewal daemon, in the foreground", "scepd.commands.daemon:run", server=False
+    )
+    status = command(
+        "status",
+        "show each configured identity: certificate, next action, last attempt",
+        "scepd.commands.identities:status",
+        server=False,
+    )
+    status.add_argument("--json", action="store_true", help="the same as JSON")
+    command(
+        "check-config",
+        "validate the configuration; list identities and their next renewal",
+        "scepd.commands.identities:check_config",
+        server=False,
+    )
     from scepd.devca.cli import add_parser as add_devca_parser
 
     add_devca_parser(commands)
     return parser
 
 
-def _server_options(sub: argparse.ArgumentParser) -> None:
+def _server_options(sub: argparse.ArgumentParser, *, required: bool = True) -> None:
     sub.add_argument(
-        "--url", required=True, help="SCEP URL, e.g. http://ndes/certsrv/mscep/mscep.dll"
+        "--url", required=required, help="SCEP URL, e.g. http://ndes/certsrv/mscep/mscep.dll"
     )
     sub.add_argument(
         "--ca-identifier",
@@ -163,8 +202,8 @@ def _fingerprint_option(sub: argparse.ArgumentParser) -> None:
 
 
 def _key_cert_options(sub: argparse.ArgumentParser, *, key_help: str) -> None:
-    sub.add_argument("--key", required=True, type=Path, help=key_help)
-    sub.add_argument("--cert", required=True, type=Path, help="the certificate file")
+    sub.add_argument("--key", type=Path, help=key_help)
+    sub.add_argument("--cert", type=Path, help="the certificate file")
     sub.add_argument("--chain", type=Path, metavar="FILE", help="write the CA chain here")
 
 

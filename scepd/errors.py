@@ -15,6 +15,8 @@ EXIT_REJECTED = 4
 EXIT_UNREACHABLE = 5
 EXIT_TRUST = 6
 EXIT_FILE = 7
+EXIT_ATTENTION = 8
+EXIT_HOOK = 9
 
 EXIT_CODES: dict[int, str] = {
     EXIT_OK: "success",
@@ -26,6 +28,9 @@ EXIT_CODES: dict[int, str] = {
     EXIT_TRUST: "trust or integrity failure (fingerprint, signature, nonce, transactionID, "
     "certificate not for our key, malformed message)",
     EXIT_FILE: "local file error (cannot read or write a key, certificate or directory)",
+    EXIT_ATTENTION: "status / renew --all: an identity needs attention (certificate missing or "
+    "expired, or its last attempt failed)",
+    EXIT_HOOK: "a hook failed (a new certificate, if any, was kept)",
 }
 
 
@@ -107,3 +112,9 @@ class LocalFileError(ScepError):
     """A local key, certificate or directory cannot be read or written."""
 
     exit_code = EXIT_FILE
+
+
+class HookError(ScepError):
+    """A hook failed: a pre_renew hook stops the renewal; a post_renew one is reported."""
+
+    exit_code = EXIT_HOOK

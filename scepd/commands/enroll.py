@@ -109,7 +109,22 @@ def _state(args: argparse.Namespace, kind: str) -> tuple[Path, pending.Saved | N
     return tx_dir, saved
 
 
+def _one_shot(args: argparse.Namespace, command: str, needed: tuple[str, ...]) -> None:
+    """Without NAME, the options say everything: check the ones that are required then."""
+    missing = [f"--{n.replace('_', '-')}" for n in needed if getattr(args, n) is None]
+    if missing:
+        raise UsageError(
+            f"{command}: give a configured identity NAME, or {', '.join(missing)} "
+            f"(see scepd {command} --help)"
+        )
+
+
 def enroll(args: argparse.Namespace) -> int:
+    if args.name is not None:
+        from scepd.commands import identities  # noqa: PLC0415 - config mode only
+
+        return identities.enroll(args)
+    _one_shot(args, "enroll", ("url", "key", "cert", "subject"))
     tx_dir, saved = _state(args, "enroll")
     key_exists = args.key.exists()
     # Start a new key first: it is generated on another core while the rest happens.
@@ -220,6 +235,15 @@ assert set(_EKU_OIDS) == set(EXTENDED_KEY_USAGES)
 
 
 def renew(args: argparse.Namespace) -> int:
+    if args.name is not None or args.all:
+        from scepd.commands import identities  # noqa: PLC0415 - config mode only
+
+        if args.name is not None and args.all:
+            raise UsageError("renew: give NAME or --all, not both")
+        return identities.renew(args)
+    if args.force or args.dry_run:
+        raise UsageError("renew: --force and --dry-run apply to configured identities")
+    _one_shot(args, "renew", ("url", "key", "cert"))
     tx_dir, saved = _state(args, "renew")
     current_cert = store.load_certificate(args.cert)
     current_key = store.load_key(args.key)

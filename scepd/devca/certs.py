@@ -56,7 +56,9 @@ def _builder(  # noqa: PLR0917 - private, called in one way
         .issuer_name(issuer)
         .public_key(public_key)
         .serial_number(serial)
-        .not_valid_before(now - CLOCK_SKEW)
+        # Backdated for clients' clocks, but by at most a tenth of a short lifetime: a
+        # 30-second demo certificate backdated 5 minutes would be mostly spent when issued.
+        .not_valid_before(now - min(CLOCK_SKEW, lifetime / 10))
         .not_valid_after(now + lifetime)
         .add_extension(x509.SubjectKeyIdentifier.from_public_key(public_key), critical=False)
         .add_extension(

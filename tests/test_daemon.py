@@ -1,0 +1,279 @@
+"""`scepd run` and the configured-identity commands, end to end with real processes: the
+daemon against devca with 30-second certificates and against micromdm's scepserver."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from conftest import REPO, ScepServer, free_port, run_scepd
+from cryptography import x509
+from devca_peer import DevCA, peer_env, start_devca
+
+from scepd import store
+
+HOOK = textwrap.dedent(
+    """\
+    import json, os, sys
+    with open(sys.argv[1], "a") as out:
+        out.write(json.dumps({k: v for k, v in os.environ.items()
+                              if k.startswith("SCEPD_") or k in ("NOTIFY_SOCKET", "WATCHDOG_USEC")})
+                  + "\\n")
+    """
+)
+
+
+@pytest.fixture(scope="module")
+def static_ca(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DevCA]:
+    directory = tmp_path_factory.mktemp("devca")
+    secret = directory / "static-challenge"
+    secret.write_text("static-s3cret\n")
+    yield from start_devca(directory / "ca", "--validity", "30s", "--challenge-file", str(secret))
+
+
+def write_config(
+    tmp: Path, urls: list[str], *, identities: tuple[str, ...] = ("web",), extra: str = "",
+    hooks: str = "", challenge: str = "static-s3cret",
+) -> Path:  # fmt: skip
+    (tmp / "otp").write_text(challenge + "\n")
+    (tmp / "hook.py").write_text(HOOK)
+    blocks = []
+    for name in identities:
+        blocks.append(
+            f"""  {name}:
+    server: ca
+    subject: CN={name}.example.com,O=scepd tests
+    san: {{dns: [{name}.example.com]}}
+    key: {tmp}/{name}.key
+    cert: {tmp}/{name}.pem
+    chain: {tmp}/{name}-chain.pem
+    fullchain: {tmp}/{name}-full.pem
+    key_mode: "0640"
+    challenge: {{file: {tmp}/otp}}
+    hooks:
+      post_renew: [[{sys.executable}, {tmp}/hook.py, {tmp}/hook-{name}.log]]
+{extra}"""
+        )
+    config = f"""state_dir: {tmp}/state
+defaults:
+  renew_at: 50%
+  jitter: 0%
+  retry: {{initial: 2s, max: 4s}}
+servers:
+  ca:
+    url: [{", ".join(urls)}]
+    timeout: 5s
+identities:
+{"".join(blocks)}
+{hooks}
+"""
+    path = tmp / "config.yaml"
+    path.write_text(config)
+    return path
+
+
+def hook_calls(tmp: Path, name: str = "web") -> list[dict[str, str]]:
+    path = tmp / f"hook-{name}.log"
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+def start_daemon(config: Path) -> subprocess.Popen[str]:
+    env = {
+        **peer_env(),
+        "PYTHONPATH": str(REPO),
+        "NOTIFY_SOCKET": "/nonexistent",
+        "WATCHDOG_USEC": "1",
+    }
+    return subprocess.Popen(
+        [sys.executable, "-m", "scepd", "--config", str(config), "run"],
+        env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+
+
+def wait_for(predicate, timeout: float) -> bool:  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.2)
+    return False
+
+
+def test_daemon_enrolls_then_renews_twice(static_ca: DevCA, tmp_path: Path) -> None:
+    down = f"http://127.0.0.1:{free_port()}/scep"  # the first URL is down: the second is used
+    config = write_config(tmp_path, [down, static_ca.url])
+    daemon = start_daemon(config)
+    try:
+        assert wait_for(lambda: len(hook_calls(tmp_path)) >= 3, timeout=60), hook_calls(tmp_path)
+    finally:
+        daemon.send_signal(signal.SIGTERM)
+        _out, err = daemon.communicate(timeout=15)
+    assert daemon.returncode == 0, err
+    calls = hook_calls(tmp_path)
+    serials = [c["SCEPD_SERIAL"] for c in calls]
+    assert len(set(serials)) == len(serials) >= 3  # an enrollment and two renewals
+    assert calls[0]["SCEPD_OLD_SERIAL"] == "" and calls[1]["SCEPD_OLD_SERIAL"] == serials[0]
+    assert all("NOTIFY_SOCKET" not in c and "WATCHDOG_USEC" not in c for c in calls)
+    last = calls[-1]
+    assert last["SCEPD_IDENTITY"] == "web"
+    assert last["SCEPD_CERT"] == str(tmp_path / "web.pem")
+    assert last["SCEPD_KEY"] == str(tmp_path / "web.key")
+    assert last["SCEPD_FULLCHAIN"] == str(tmp_path / "web-full.pem")
+    assert "CN=web.example.com" in last["SCEPD_SUBJECT"]
+    cert = x509.load_pem_x509_certificate((tmp_path / "web.pem").read_bytes())
+    assert f"{cert.serial_number:X}" in serials
+    assert store.files_match(store.FileSet(key=tmp_path / "web.key", cert=tmp_path / "web.pem"))
+    assert oct((tmp_path / "web.key").stat().st_mode & 0o777) == "0o640"
+    full = (tmp_path / "web-full.pem").read_bytes()
+    assert full.startswith((tmp_path / "web.pem").read_bytes())
+    assert "trying the next URL" in err
+    assert "Traceback" not in err
+
+
+def test_status_and_check_config(static_ca: DevCA, tmp_path: Path) -> None:
+    config = write_config(tmp_path, [static_ca.url])
+    checked = run_scepd("--config", str(config), "check-config")
+    assert checked.returncode == 0, checked.stderr
+    assert "web: CN=web.example.com" in checked.stdout and "next enroll" in checked.stdout
+    before = run_scepd("--config", str(config), "status")
+    assert before.returncode == 8  # no certificate yet
+    assert "no certificate" in before.stdout
+    enrolled = run_scepd("--config", str(config), "enroll", "web")
+    assert enrolled.returncode == 0, enrolled.stderr
+    after = run_scepd("--config", str(config), "status", "--json")
+    assert after.returncode == 0, after.stdout
+    (info,) = json.loads(after.stdout)
+    assert info["identity"] == "web" and info["last_result"] == "enrolled"
+    assert info["next_action"] == "renew" and info["seconds_left"] > 0
+
+
+def test_check_config_reports_missing_hook_program(static_ca: DevCA, tmp_path: Path) -> None:
+    config = write_config(
+        tmp_path, [static_ca.url], extra="      pre_renew: [[/nonexistent/pre-hook]]\n"
+    )
+    result = run_scepd("--config", str(config), "check-config")
+    assert result.returncode == 2
+    assert "hook program not found: /nonexistent/pre-hook" in result.stderr
+
+
+def test_renew_all_runs_the_batch_hook_once(static_ca: DevCA, tmp_path: Path) -> None:
+    hook = f"[{sys.executable}, {tmp_path}/hook.py, {tmp_path}/hook-batch.log]"
+    batch = f"hooks:\n  post_renew_batch: [{hook}]\n"
+    config = write_config(tmp_path, [static_ca.url], identities=("a", "b"), hooks=batch)
+    result = run_scepd("--config", str(config), "renew", "--all")
+    assert result.returncode == 0, result.stderr
+    assert "a: enrolled" in result.stdout and "b: enrolled" in result.stdout
+    (call,) = hook_calls(tmp_path, "batch")
+    assert call["SCEPD_IDENTITIES"] == "a b"
+    again = run_scepd("--config", str(config), "renew", "--all")  # nothing due: no hook
+    assert again.returncode == 0 and "not-due" in again.stdout
+    assert len(hook_calls(tmp_path, "batch")) == 1
+
+
+def test_dry_run_sends_nothing(static_ca: DevCA, tmp_path: Path) -> None:
+    config = write_config(tmp_path, [static_ca.url])
+    seen = len(static_ca.lines)
+    result = run_scepd("--config", str(config), "renew", "web", "--dry-run")
+    assert result.returncode == 0, result.stderr
+    assert "would enroll" in result.stdout and "hook.py" in result.stdout
+    time.sleep(0.3)
+    assert len(static_ca.lines) == seen
+    assert not (tmp_path / "web.pem").exists()
+
+
+def test_failing_post_renew_hook_keeps_the_certificate(static_ca: DevCA, tmp_path: Path) -> None:
+    config = write_config(tmp_path, [static_ca.url])
+    text = config.read_text().replace(
+        f"post_renew: [[{sys.executable}, {tmp_path}/hook.py, {tmp_path}/hook-web.log]]",
+        "post_renew: [[/bin/false]]",
+    )
+    config.write_text(text)
+    result = run_scepd("--config", str(config), "renew", "web")
+    assert result.returncode == 9, result.stderr
+    assert "hook /bin/false: exit status 1" in result.stderr
+    assert (tmp_path / "web.pem").exists()
+    status = run_scepd("--config", str(config), "status", "--json")
+    assert json.loads(status.stdout)[0]["last_result"] == "hook-failed"
+    assert status.returncode == 8
+
+
+def test_cli_renew_waits_for_the_daemons_lock(static_ca: DevCA, tmp_path: Path) -> None:
+    """While the daemon enrolls (its pre_renew hook takes 3 s), a CLI renew of the same identity
+    waits for the lock, then finds the fresh certificate: one request in all."""
+    config = write_config(tmp_path, [static_ca.url], extra="      pre_renew: [[sleep, '3']]\n")
+    seen = len(static_ca.lines)
+    daemon = start_daemon(config)
+    try:
+        assert wait_for((tmp_path / "state" / "identities" / "web" / "lock").exists, 15)
+        time.sleep(0.5)
+        cli = run_scepd("--config", str(config), "renew", "web")
+        assert wait_for(lambda: len(hook_calls(tmp_path)) >= 1, 20)
+    finally:
+        daemon.send_signal(signal.SIGTERM)
+        daemon.communicate(timeout=15)
+    assert cli.returncode == 0, cli.stderr
+    assert "not-due" in cli.stdout
+    requests = [line for line in static_ca.lines[seen:] if "messageType=19" in line]
+    cert = x509.load_pem_x509_certificate((tmp_path / "web.pem").read_bytes())
+    assert len(requests) == 1 and f"serial={cert.serial_number:X}" in requests[0]
+    assert len(hook_calls(tmp_path)) == 1
+
+
+def test_daemon_against_micromdm_renews_with_the_challenge(
+    scepserver: ScepServer, tmp_path: Path
+) -> None:
+    config = write_config(tmp_path, [scepserver.url], challenge=scepserver.challenge)
+    text = config.read_text().replace("  renew_at: 50%", "  renew_at: 50%\n  key_bits: 2048")
+    text = text.replace("    timeout: 5s", "    timeout: 5s\n    profile: rfc8894")
+    config.write_text(text)
+    daemon = start_daemon(config)
+    try:
+        assert wait_for(lambda: len(hook_calls(tmp_path)) >= 1, 30)
+    finally:
+        daemon.send_signal(signal.SIGTERM)
+        daemon.communicate(timeout=15)
+    assert daemon.returncode == 0
+    first = x509.load_pem_x509_certificate((tmp_path / "web.pem").read_bytes())
+    renewed = run_scepd("--config", str(config), "renew", "web", "--force")
+    assert renewed.returncode == 0, renewed.stderr  # micromdm checks the challenge on renewal
+    second = x509.load_pem_x509_certificate((tmp_path / "web.pem").read_bytes())
+    assert second.serial_number != first.serial_number
+    assert second.subject == first.subject
+
+
+def test_sighup_with_a_bad_config_keeps_running(static_ca: DevCA, tmp_path: Path) -> None:
+    config = write_config(tmp_path, [static_ca.url])
+    daemon = start_daemon(config)
+    try:
+        assert wait_for(lambda: len(hook_calls(tmp_path)) >= 1, 30)
+        config.write_text("identities: {web: {bogus: 1}}\n")
+        daemon.send_signal(signal.SIGHUP)
+        time.sleep(1)
+        assert daemon.poll() is None
+    finally:
+        daemon.send_signal(signal.SIGTERM)
+        _out, err = daemon.communicate(timeout=15)
+    assert daemon.returncode == 0
+    assert "reload refused" in err
+
+
+def test_enroll_name_unknown_identity(tmp_path: Path) -> None:
+    config = write_config(tmp_path, ["http://127.0.0.1:9/scep"])
+    result = run_scepd("--config", str(config), "enroll", "nope")
+    assert result.returncode == 2
+    assert "no identity 'nope'" in result.stderr
+
+
+def test_one_shot_enroll_without_name_needs_its_options(tmp_path: Path) -> None:
+    result = run_scepd("enroll", "--url", "http://127.0.0.1:9/scep")
+    assert result.returncode == 2
+    assert "--key" in result.stderr and "NAME" in result.stderr
