@@ -13,6 +13,7 @@ import threading
 import traceback
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import FrameType
+from typing import Any
 
 from scepd.devca.app import MAX_BODY, ScepApp
 from scepd.devca.state import CADir
@@ -82,9 +83,19 @@ def _handler(app: ScepApp, debug: bool) -> type[BaseHTTPRequestHandler]:
     return Handler
 
 
+class _Server(ThreadingHTTPServer):
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        """A client that hung up (killed, timed out) is one line, not a traceback."""
+        error = sys.exc_info()[1]
+        if isinstance(error, (ConnectionError, TimeoutError)):
+            emit(f"operation=- messageType=- transactionID=- result=disconnected ({error})")
+            return
+        super().handle_error(request, client_address)
+
+
 def serve(ca_dir: CADir, host: str, port: int, *, debug: bool = False) -> int:
     app = ScepApp(ca_dir, _utc_now, os.urandom)
-    server = ThreadingHTTPServer((host, port), _handler(app, debug))
+    server = _Server((host, port), _handler(app, debug))
     server.daemon_threads = True
     real_host, real_port = str(server.server_address[0]), server.server_address[1]
     shown = f"[{real_host}]" if ":" in real_host else real_host
