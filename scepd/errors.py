@@ -63,9 +63,12 @@ class Unreachable(TransportError):
 class HttpError(TransportError):
     """The server answered, but not with what a SCEP server sends (4xx/5xx, HTML page)."""
 
-    def __init__(self, message: str, *, status: int | None = None) -> None:
+    def __init__(
+        self, message: str, *, status: int | None = None, retry_after: float | None = None
+    ) -> None:
         super().__init__(message)
         self.status = status
+        self.retry_after = retry_after  # seconds, from the server's Retry-After header
 
 
 class NotSupportedByServer(TransportError):

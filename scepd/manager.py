@@ -39,6 +39,7 @@ from scepd.config import Challenge, Command, Config, Identity, Server, ShellComm
 from scepd.errors import CARejected, HookError, ScepError, TransportError, UsageError
 from scepd.hooks import HookResult, hook_environment, run_hook
 from scepd.protocol.cacerts import CACertificates
+from scepd.protocol.capabilities import Capabilities
 from scepd.protocol.csr import SubjectAltNames, parse_subject
 from scepd.protocol.fingerprint import Fingerprint
 from scepd.protocol.keys import SoftwareKey
@@ -219,8 +220,11 @@ class Manager:
             if isinstance(exc, CARejected) and saved is not None:
                 store.remove_tree(saved.directory)  # the CA closed the transaction
             log.error("%s: %s", identity.name, exc)
-            result = self._failed(identity, state, cert, now, str(exc))
-            return result
+            retry_after = getattr(exc, "retry_after", None)
+            return self._failed(
+                identity, state, cert, now, str(exc),
+                retry_after=dt.timedelta(seconds=retry_after) if retry_after else None,
+            )  # fmt: skip
         if isinstance(outcome, Pending):
             when = now + policy.retry_delay(
                 state.failures + 1, now=now, not_after=not_valid_after(cert) if cert else None,
@@ -305,7 +309,8 @@ class Manager:
         negotiated = client.negotiate(caps, Algorithms())
         pin = Fingerprint.parse(server.ca_fingerprint) if server.ca_fingerprint else None
         ca = client.get_ca(pin)  # the pin is re-checked with every renewal
-        self._warn_expiring(identity, ca)
+        if self._warn_expiring(identity, ca) and caps.get_next_ca_cert:
+            self._fetch_next_ca(identity, client, caps, ca)
         ndes = _is_ndes(server, ca)
         new_key = None
         if cert is None or identity.renewal.new_key:
@@ -345,16 +350,38 @@ class Manager:
         )
         return outcome, new_key
 
-    def _warn_expiring(self, identity: Identity, ca: CACertificates) -> None:
+    def _warn_expiring(self, identity: Identity, ca: CACertificates) -> bool:
+        """Warn about CA and RA certificates expiring within 30 days; True if a CA one does."""
         horizon = self._clock() + CA_EXPIRY_WARNING
+        ca_expiring = False
         for cert in (*ca.ra_certs, *ca.ca_certs):
             if not_valid_after(cert) < horizon:
+                ca_expiring = ca_expiring or cert in ca.ca_certs
                 log.warning(
                     "%s: %s certificate %s expires %s: renew it at the CA (an expired NDES RA "
                     "certificate stops every enrollment)",
                     identity.name, ca.role(cert), cert.subject.rfc4514_string(),
                     f"{not_valid_after(cert):%Y-%m-%d}",
                 )  # fmt: skip
+        return ca_expiring
+
+    def _fetch_next_ca(
+        self, identity: Identity, client: ScepClient, caps: Capabilities, ca: CACertificates
+    ) -> None:
+        """GetNextCACert (verified by the current CA) into the state directory, for the admin
+        to distribute; a failure here never stops the renewal."""
+        try:
+            certs = client.get_next_ca(caps, ca)
+        except ScepError as exc:
+            log.warning("%s: GetNextCACert: %s", identity.name, exc)
+            return
+        path = self.identity_dir(identity.name) / "next-ca.pem"
+        store.write_certificates(path, certs)
+        log.warning(
+            "%s: the CA's next certificate (%s) saved in %s: add it to the trust stores "
+            "before the current one expires",
+            identity.name, certs[0].subject.rfc4514_string(), path,
+        )  # fmt: skip
 
     # --- after the CA issued -------------------------------------------------------------------
     def _installed(
@@ -449,6 +476,8 @@ class Manager:
         cert: x509.Certificate | None,
         now: dt.datetime,
         error: str,
+        *,
+        retry_after: dt.timedelta | None = None,
     ) -> RunResult:
         plan = policy.retry_delay(
             state.failures + 1,
@@ -457,6 +486,7 @@ class Manager:
             initial=identity.retry.initial,
             maximum=identity.retry.max,
             rng=self._rng,
+            retry_after=retry_after,  # the server said when; never sooner
         )
         if plan.past_expiry:
             log.error(

@@ -7,6 +7,8 @@ and what to try, and refuses HTML error pages where SCEP bytes were expected.
 from __future__ import annotations
 
 import base64
+import datetime as dt
+import email.utils
 import logging
 import os
 import re
@@ -35,6 +37,7 @@ class HttpResponse:
     content_type: str
     body: bytes
     url: str
+    retry_after: float | None = None  # seconds (RFC 9110 §10.2.3), e.g. with a 503
 
 
 class Transport(Protocol):
@@ -121,6 +124,7 @@ class HttpTransport:
                     content_type=response.headers.get("Content-Type", "").split(";")[0].strip(),
                     body=content,
                     url=url,
+                    retry_after=_retry_after(response.headers.get("Retry-After")),
                 )
         except requests.exceptions.SSLError as exc:
             raise Unreachable(
@@ -156,6 +160,22 @@ def _system_ca_bundle() -> str | None:
     return cafile if cafile and os.path.isfile(cafile) else None
 
 
+def _retry_after(value: str | None) -> float | None:
+    """Retry-After as delay-seconds or an HTTP-date; None when absent or unreadable."""
+    if not value:
+        return None
+    value = value.strip()
+    if value.isdigit():
+        return float(value)
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=dt.UTC)
+    return max(0.0, (when - dt.datetime.now(dt.UTC)).total_seconds())
+
+
 def _read_capped(response: requests.Response) -> bytes:
     chunks = []
     size = 0
@@ -179,6 +199,7 @@ def check_response(response: HttpResponse, server: str, what: str) -> bytes:
         raise HttpError(
             f"{server}: {what} answered HTTP {response.status}{_snippet(response)}",
             status=response.status,
+            retry_after=response.retry_after,
         )
     if response.content_type == "text/html" or response.body.lstrip()[:1] == b"<":
         raise HttpError(

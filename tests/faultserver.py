@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 # (status, content type, body) for an operation, or None to forward it upstream.
-Canned = tuple[int, str, bytes]
+Canned = tuple[int, str, bytes] | tuple[int, str, bytes, dict[str, str]]
 Rule = Callable[[str, bytes], Canned | None]
 
 
@@ -64,11 +64,14 @@ class FaultServer:
                 canned = rule(self.path, body) if rule else None
                 if canned is None:
                     canned = owner.forward(self.command, split.query, body)
-                status, ctype, payload = canned
+                status, ctype, payload = canned[:3]
+                headers: dict[str, str] = canned[3] if len(canned) > 3 else {}  # type: ignore[misc]
                 try:
                     self.send_response(status)
                     if ctype:
                         self.send_header("Content-Type", ctype)
+                    for name, value in headers.items():
+                        self.send_header(name, value)
                     self.send_header("Content-Length", str(len(payload)))
                     self.end_headers()
                     self.wfile.write(payload)

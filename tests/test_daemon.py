@@ -3,6 +3,7 @@ daemon against devca with 30-second certificates and against micromdm's scepserv
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import signal
 import subprocess
@@ -16,6 +17,7 @@ import pytest
 from conftest import REPO, ScepServer, free_port, run_scepd
 from cryptography import x509
 from devca_peer import DevCA, peer_env, start_devca
+from faultserver import FaultServer
 
 from scepd import store
 
@@ -277,3 +279,58 @@ def test_one_shot_enroll_without_name_needs_its_options(tmp_path: Path) -> None:
     result = run_scepd("enroll", "--url", "http://127.0.0.1:9/scep")
     assert result.returncode == 2
     assert "--key" in result.stderr and "NAME" in result.stderr
+
+
+def test_retry_after_is_honoured(static_ca: DevCA, tmp_path: Path) -> None:
+    proxy = FaultServer(upstream=static_ca.url).start()
+    proxy.rules["PKIOperation"] = lambda path, body: (
+        503, "text/plain", b"busy", {"Retry-After": "3600"},
+    )  # fmt: skip
+    try:
+        config = write_config(tmp_path, [proxy.url])
+        result = run_scepd("--config", str(config), "renew", "web")
+    finally:
+        proxy.stop()
+    assert result.returncode == 8
+    (info,) = json.loads(run_scepd("--config", str(config), "status", "--json").stdout)
+    assert info["last_result"] == "failed" and "HTTP 503" in info["last_error"]
+    wait = dt.datetime.fromisoformat(info["next_at"]) - dt.datetime.now(dt.UTC)
+    assert wait > dt.timedelta(minutes=59)  # retry.max is 4s: the server's word wins
+
+
+def test_expiring_ca_is_warned_and_its_next_certificate_fetched(tmp_path: Path) -> None:
+    secret = tmp_path / "secret"
+    secret.write_text("static-s3cret\n")
+    run = start_devca(tmp_path / "ca", "--ca-validity", "20d", "--challenge-file", str(secret))
+    ca = next(run)
+    try:
+        assert run_scepd("devca", "rollover", "--dir", str(ca.dir)).returncode == 0
+        config = write_config(tmp_path, [ca.url])
+        result = run_scepd("--config", str(config), "renew", "web")
+    finally:
+        next(run, None)
+    assert result.returncode == 0, result.stderr
+    assert "root CA certificate CN=scepd devca CA" in result.stderr and "expires" in result.stderr
+    saved = tmp_path / "state" / "identities" / "web" / "next-ca.pem"
+    assert x509.load_pem_x509_certificate(saved.read_bytes()) == ca.cert("next-ca.pem")
+
+
+def test_a_certificate_replaced_by_someone_else_is_noticed(
+    static_ca: DevCA, tmp_path: Path
+) -> None:
+    config = write_config(tmp_path, [static_ca.url])
+    assert run_scepd("--config", str(config), "enroll", "web").returncode == 0
+    first = x509.load_pem_x509_certificate((tmp_path / "web.pem").read_bytes())
+    (tmp_path / "web.pem").unlink()
+    (tmp_path / "web.key").unlink()
+    by_hand = run_scepd(
+        "enroll", "--url", static_ca.url, "--key", str(tmp_path / "web.key"),
+        "--cert", str(tmp_path / "web.pem"), "--subject", "CN=web.example.com,O=scepd tests",
+        "--challenge-file", str(tmp_path / "otp"), "--state-dir", str(tmp_path / "st"),
+    )  # fmt: skip
+    assert by_hand.returncode == 0, by_hand.stderr
+    (info,) = json.loads(run_scepd("--config", str(config), "status", "--json").stdout)
+    replaced = x509.load_pem_x509_certificate((tmp_path / "web.pem").read_bytes())
+    assert info["serial"] == f"{replaced.serial_number:X}" != f"{first.serial_number:X}"
+    again = run_scepd("--config", str(config), "renew", "web")
+    assert again.returncode == 0 and "not-due" in again.stdout  # scheduled from its own dates

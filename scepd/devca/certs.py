@@ -75,11 +75,12 @@ def make_ca(
     serial: int,
     now: dt.datetime,
     issuer: tuple[x509.Certificate, rsa.RSAPrivateKey] | None = None,
+    lifetime: dt.timedelta = CA_LIFETIME,
 ) -> x509.Certificate:
     """A root (``issuer`` None) or an intermediate CA certificate."""
     name = x509.Name.from_rfc4514_string(subject)
     issuer_name, issuer_key = (issuer[0].subject, issuer[1]) if issuer else (name, key)
-    builder = _builder(name, key.public_key(), issuer_name, issuer_key, serial, now, CA_LIFETIME)
+    builder = _builder(name, key.public_key(), issuer_name, issuer_key, serial, now, lifetime)
     builder = builder.add_extension(
         x509.BasicConstraints(ca=True, path_length=None), critical=True
     ).add_extension(_usage(sign=True, ca=True), critical=True)

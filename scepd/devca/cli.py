@@ -40,6 +40,9 @@ def add_parser(commands: argparse._SubParsersAction) -> None:  # type: ignore[ty
     init = command("init", "create a CA in --dir", cmd_init)
     init.add_argument("--ndes", action="store_true", help="behave as Microsoft NDES")
     init.add_argument("--validity", default="365d", help="issued certificates' lifetime (365d)")
+    init.add_argument(
+        "--ca-validity", default="3650d", help="the CA certificates' lifetime (3650d)"
+    )
     init.add_argument("--pending", action="store_true", help="hold requests for `approve`")
     init.add_argument(
         "--key-bits", type=int, default=2048, help="CA/RA key size and minimum RSA size accepted"
@@ -76,6 +79,7 @@ def cmd_init(args: argparse.Namespace) -> int:
     from scepd.durations import format_duration, parse_duration
 
     validity = parse_duration(args.validity, option="--validity")
+    ca_validity = parse_duration(args.ca_validity, option="--ca-validity")
     otp_lifetime = parse_duration(args.otp_lifetime, option="--otp-lifetime")
     if args.key_bits < store.MIN_KEY_BITS:
         raise UsageError(f"--key-bits {args.key_bits}: at least {store.MIN_KEY_BITS}")
@@ -100,7 +104,9 @@ def cmd_init(args: argparse.Namespace) -> int:
     )
     now = _now()
     with ca_dir.locked():
-        identities.create(ca_dir, ndes=args.ndes, key_bits=args.key_bits, now=now)
+        identities.create(
+            ca_dir, ndes=args.ndes, key_bits=args.key_bits, now=now, ca_lifetime=ca_validity
+        )
         ca_dir.save_config(config)  # last: a directory with config.json is complete
         issuance.refresh_crl(ca_dir, now)
     mode = "NDES" if args.ndes else "standard"

@@ -27,19 +27,31 @@ class Identities:
     ndes: bool
 
 
-def create(ca_dir: CADir, *, ndes: bool, key_bits: int, now: dt.datetime) -> None:
+def create(
+    ca_dir: CADir,
+    *,
+    ndes: bool,
+    key_bits: int,
+    now: dt.datetime,
+    ca_lifetime: dt.timedelta = certs.CA_LIFETIME,
+) -> None:
     """Generate and store every key and certificate; call with ``ca_dir.locked()`` held."""
     if not ndes:
         key = certs.new_key(key_bits)
-        ca = certs.make_ca(certs.STANDARD_CA, key, serial=ca_dir.next_serial(), now=now)
+        ca = certs.make_ca(
+            certs.STANDARD_CA, key, serial=ca_dir.next_serial(), now=now, lifetime=ca_lifetime
+        )
         ca_dir.save_key("ca.key", key)
         ca_dir.save_cert("ca.pem", ca)
         return
     root_key, ca_key, sign_key, enc_key = (certs.new_key(key_bits) for _ in range(4))
-    root = certs.make_ca(certs.NDES_ROOT, root_key, serial=ca_dir.next_serial(), now=now)
-    ca = certs.make_ca(
-        certs.NDES_ISSUING, ca_key, serial=ca_dir.next_serial(), now=now, issuer=(root, root_key)
+    root = certs.make_ca(
+        certs.NDES_ROOT, root_key, serial=ca_dir.next_serial(), now=now, lifetime=ca_lifetime
     )
+    ca = certs.make_ca(
+        certs.NDES_ISSUING, ca_key, serial=ca_dir.next_serial(), now=now, issuer=(root, root_key),
+        lifetime=ca_lifetime,
+    )  # fmt: skip
     ra_sign = certs.make_ra(
         sign_key, (ca, ca_key), encryption=False, serial=ca_dir.next_serial(), now=now
     )
