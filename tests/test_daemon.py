@@ -334,3 +334,21 @@ def test_a_certificate_replaced_by_someone_else_is_noticed(
     assert info["serial"] == f"{replaced.serial_number:X}" != f"{first.serial_number:X}"
     again = run_scepd("--config", str(config), "renew", "web")
     assert again.returncode == 0 and "not-due" in again.stdout  # scheduled from its own dates
+
+
+def test_no_challenge_logs_once_and_waits_for_a_reload(static_ca: DevCA, tmp_path: Path) -> None:
+    config = write_config(tmp_path, [static_ca.url])
+    (tmp_path / "otp").unlink()  # the challenge file is not there (yet)
+    daemon = start_daemon(config)
+    try:
+        assert wait_for((tmp_path / "state" / "identities" / "web" / "status.json").exists, 15)
+        time.sleep(1)
+        (tmp_path / "otp").write_text("static-s3cret\n")  # provided; a reload picks it up
+        daemon.send_signal(signal.SIGHUP)
+        assert wait_for(lambda: len(hook_calls(tmp_path)) >= 1, 20)
+    finally:
+        daemon.send_signal(signal.SIGTERM)
+        _out, err = daemon.communicate(timeout=15)
+    errors = [line for line in err.splitlines() if line.startswith("scepd: error:")]
+    assert sum("no challenge password to enroll with" in line for line in errors) == 1
+    assert "configuration reloaded" in err
