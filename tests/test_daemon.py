@@ -6,6 +6,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import signal
+import socket
 import subprocess
 import sys
 import textwrap
@@ -352,3 +353,75 @@ def test_no_challenge_logs_once_and_waits_for_a_reload(static_ca: DevCA, tmp_pat
     errors = [line for line in err.splitlines() if line.startswith("scepd: error:")]
     assert sum("no challenge password to enroll with" in line for line in errors) == 1
     assert "configuration reloaded" in err
+
+
+class NotifySocket:
+    """The test's end of NOTIFY_SOCKET: collects every sd_notify datagram."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self.sock.bind(str(path))
+        self.sock.settimeout(0.1)
+        self.messages: list[dict[str, str]] = []
+
+    def drain(self) -> list[dict[str, str]]:
+        while True:
+            try:
+                data = self.sock.recv(4096)
+            except TimeoutError:
+                return self.messages
+            except OSError:
+                return self.messages
+            fields = dict(line.split("=", 1) for line in data.decode().splitlines() if "=" in line)
+            self.messages.append(fields)
+
+    def seen(self, key: str, value: str | None = None) -> int:
+        return sum(1 for m in self.drain() if key in m and (value is None or m[key] == value))
+
+
+def test_sd_notify_ready_status_watchdog_reloading_stopping(
+    static_ca: DevCA, tmp_path: Path
+) -> None:
+    notify = NotifySocket(tmp_path / "notify.sock")
+    config = write_config(tmp_path, [static_ca.url])
+    env = {**peer_env(), "PYTHONPATH": str(REPO), "NOTIFY_SOCKET": str(notify.path),
+           "WATCHDOG_USEC": "1000000"}  # fmt: skip
+    daemon = subprocess.Popen(
+        [sys.executable, "-m", "scepd", "--config", str(config), "run"],
+        env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        assert wait_for(lambda: notify.seen("READY", "1") >= 1, 15)
+        assert wait_for(lambda: len(hook_calls(tmp_path)) >= 1, 20)  # web enrolled
+        assert wait_for(lambda: notify.seen("WATCHDOG", "1") >= 3, 10)  # every 0.5 s
+        statuses = [m["STATUS"] for m in notify.drain() if "STATUS" in m]
+        assert any(s.startswith("1 identities; next: web renews ") and s.endswith("; 0 failing")
+                   for s in statuses), statuses  # fmt: skip
+
+        # SIGHUP adds an identity: RELOADING=1 ... READY=1, and it is enrolled.
+        write_config(tmp_path, [static_ca.url], identities=("web", "api"))
+        daemon.send_signal(signal.SIGHUP)
+        assert wait_for(lambda: notify.seen("RELOADING", "1") >= 1, 10)
+        assert wait_for(lambda: notify.seen("READY", "1") >= 2, 10)
+        assert wait_for(lambda: len(hook_calls(tmp_path, "api")) >= 1, 20)
+
+        # A bad reload keeps the old configuration (and still ends in READY=1).
+        good = config.read_text()
+        config.write_text("identities: {web: {bogus: 1}}\n")
+        daemon.send_signal(signal.SIGHUP)
+        assert wait_for(lambda: notify.seen("RELOADING", "1") >= 2, 10)
+        assert wait_for(lambda: notify.seen("READY", "1") >= 3, 10)
+        assert daemon.poll() is None
+        config.write_text(good)
+        started = time.monotonic()
+        daemon.send_signal(signal.SIGTERM)
+        _out, err = daemon.communicate(timeout=15)
+        stopped_in = time.monotonic() - started
+    finally:
+        if daemon.poll() is None:
+            daemon.kill()
+    assert daemon.returncode == 0, err
+    assert stopped_in < 10
+    assert notify.seen("STOPPING", "1") == 1
+    assert "reload refused" in err

@@ -20,6 +20,7 @@ from apscheduler.schedulers.blocking import BlockingScheduler
 
 from scepd.client import utc_now
 from scepd.config import Config, load_config
+from scepd.daemon.sdnotify import Notifier
 from scepd.errors import ScepError
 from scepd.manager import Manager
 
@@ -31,27 +32,50 @@ _BATCH_JOB = "__post_renew_batch__"
 
 
 class Service:
-    def __init__(self, config_path: Path, config: Config) -> None:
+    def __init__(self, config_path: Path, config: Config, notifier: Notifier | None = None) -> None:
         self._path = config_path
         self._manager = Manager(config)
-        self._scheduler = BlockingScheduler(timezone=dt.UTC)
+        self._scheduler = BlockingScheduler(timezone=dt.timezone.utc)  # noqa: UP017 - APScheduler 3.9
         self._batch: list[str] = []
         self._batch_lock = threading.Lock()
+        self._notifier = notifier or Notifier()
+        # For the one-line STATUS: what each identity does next, and which are failing.
+        self._next: dict[str, tuple[str, dt.datetime | None]] = {}
+        self._failing: set[str] = set()
 
     def run(self) -> int:
         signal.signal(signal.SIGTERM, self._stop)
         signal.signal(signal.SIGINT, self._stop)
         signal.signal(signal.SIGHUP, self._reload)
         self._schedule_all()
+        interval = self._notifier.watchdog_interval
+        if interval is not None:
+            # A job, not a thread of its own: if the scheduler hangs, the pings stop and
+            # systemd restarts us.
+            self._scheduler.add_job(
+                self._notifier.watchdog, "interval", seconds=interval, id="__watchdog__",
+                next_run_time=utc_now(),
+            )  # fmt: skip
         count = len(self._manager.config.identities)
         log.info("scepd running: %d identities from %s", count, self._path)
+        self._notifier.ready(self._status_line())  # every identity has its job now
         self._scheduler.start()  # returns after shutdown()
         log.info("scepd stopped")
         return 0
 
+    def _status_line(self) -> str:
+        """e.g. "3 identities; next: web renews 2027-03-01 04:12; 0 failing"."""
+        count = len(self._manager.config.identities)
+        upcoming = [(when, name, what) for name, (what, when) in self._next.items() if when]
+        text = f"{count} identities"
+        if upcoming:
+            when, name, what = min(upcoming)
+            text += f"; next: {name} {what} {when:%Y-%m-%d %H:%M}"
+        return f"{text}; {len(self._failing)} failing"
+
     def _schedule_all(self) -> None:
         for job in self._scheduler.get_jobs():
-            if job.id != _BATCH_JOB:
+            if not job.id.startswith("__"):  # keep the batch and watchdog jobs
                 job.remove()
         now = utc_now()
         for name in self._manager.config.identities:
@@ -74,6 +98,12 @@ class Service:
             self._schedule(name, utc_now() + dt.timedelta(minutes=1))
             return
         log.info("%s: %s: %s", name, result.action, result.message)
+        if result.action in ("failed", "waiting"):
+            self._failing.add(name)
+        else:
+            self._failing.discard(name)
+        verb = {"pending": "polls", "failed": "retries"}.get(result.action, "renews")
+        self._next[name] = (verb, result.next_at)
         if result.renewed:
             with self._batch_lock:
                 self._batch.append(name)
@@ -84,6 +114,7 @@ class Service:
         if result.next_at is not None:
             self._schedule(name, result.next_at)
             log.info("%s: next attempt %s", name, f"{result.next_at:%Y-%m-%d %H:%M:%S}Z")
+        self._notifier.status(self._status_line())
 
     def _run_batch(self) -> None:
         with self._batch_lock:
@@ -92,19 +123,25 @@ class Service:
 
     def _stop(self, signum: int, frame: FrameType | None) -> None:
         log.info("scepd stopping (%s)", signal.Signals(signum).name)
+        self._notifier.stopping()
         # shutdown() from the signal handler would join the executor from the main thread
         # while it is inside start(); a thread lets start() return cleanly.
         threading.Thread(target=self._scheduler.shutdown, kwargs={"wait": False}).start()
 
     def _reload(self, signum: int, frame: FrameType | None) -> None:
+        self._notifier.reloading()
         try:
             config = load_config(self._path)
         except ScepError as exc:
             log.error("reload refused, keeping the running configuration: %s", exc)
+            self._notifier.ready(self._status_line())  # RELOADING=1 must end in READY=1
             return
         self._manager = Manager(config)
+        self._next = {k: v for k, v in self._next.items() if k in config.identities}
+        self._failing &= set(config.identities)
         log.info("configuration reloaded: %d identities", len(config.identities))
         self._schedule_all()
+        self._notifier.ready(self._status_line())
 
 
 def run(config_path: Path) -> int:
