@@ -19,12 +19,14 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
+from scepd.debugdump import Recorder
 from scepd.errors import (
     CARejected,
     CertificateMismatch,
     HttpError,
     MalformedMessage,
     NotSupportedByServer,
+    ScepError,
     SignatureInvalid,
     TrustError,
 )
@@ -50,7 +52,7 @@ from scepd.protocol.pkimessage import (
 )
 from scepd.protocol.signeddata import same_name
 from scepd.protocol.signer import build_self_signed
-from scepd.transport import Transport, check_response, encode_get_message
+from scepd.transport import HttpResponse, Transport, check_response, encode_get_message
 
 log = logging.getLogger("scepd")
 
@@ -152,7 +154,9 @@ class ScepClient:
         ca_identifier: str | None = None,
         clock: Clock = utc_now,
         rand: Callable[[int], bytes] = os.urandom,
+        recorder: Recorder | None = None,
     ) -> None:
+        self._recorder = recorder  # --debug: every exchange logged and saved
         self._transport = transport
         self._ca_identifier = ca_identifier
         self._clock = clock
@@ -166,6 +170,8 @@ class ScepClient:
         """GetCACaps; an HTTP error means "no capabilities" (RFC 8894 §3.5.2)."""
         try:
             response = self._transport.get("GetCACaps", self._message_param())
+            if self._recorder is not None:
+                self._recorder.simple("GetCACaps", response)
             body = check_response(response, self.server, "GetCACaps")
         except HttpError as exc:
             log.warning("GetCACaps failed (%s); assuming no capabilities", exc)
@@ -174,6 +180,8 @@ class ScepClient:
 
     def get_ca(self, pin: Fingerprint | None = None) -> CACertificates:
         response = self._transport.get("GetCACert", self._message_param())
+        if self._recorder is not None:
+            self._recorder.simple("GetCACert", response)
         if response.status == 404 and self._ca_identifier is None:
             raise HttpError(
                 f"{self.server}: GetCACert answered HTTP 404; check the URL, or give the CA "
@@ -319,6 +327,8 @@ class ScepClient:
                 f"{self.server}: the server does not advertise GetNextCACert"
             )
         response = self._transport.get("GetNextCACert", self._message_param())
+        if self._recorder is not None:
+            self._recorder.simple("GetNextCACert", response)
         if response.status in (404, 405, 501):
             raise NotSupportedByServer(
                 f"{self.server}: GetNextCACert answered HTTP {response.status}: no next CA "
@@ -369,12 +379,27 @@ class ScepClient:
             digest=negotiated.digest,
             rand=self._rand,
         )
-        return parse_cert_rep(
-            self._pki_operation(request, negotiated.post),
-            ca=ca,
-            transaction_id=request.transaction_id,
-            sender_nonce=request.sender_nonce,
-        )
+        response: HttpResponse | None = None
+        rep: CertRep | None = None
+        error: str | None = None
+        try:
+            response = self._send_pki(request, negotiated.post)
+            rep = parse_cert_rep(
+                self._check_pki(request, response),
+                ca=ca,
+                transaction_id=request.transaction_id,
+                sender_nonce=request.sender_nonce,
+            )
+            return rep
+        except ScepError as exc:
+            error = str(exc)
+            raise
+        finally:
+            if self._recorder is not None:
+                self._recorder.pki_operation(
+                    message_type=message_type, message_data=data, request=request.der,
+                    response=response, rep=rep, negotiated=negotiated, ca=ca, error=error,
+                )  # fmt: skip
 
     def _submit(
         self, tx: Transaction, signer_key: PrivateKey, message_type: MessageType, data: bytes
@@ -427,11 +452,12 @@ class ScepClient:
             )
         return self._open(rep, *signer)
 
-    def _pki_operation(self, request: PkiRequest, post: bool) -> bytes:
+    def _send_pki(self, request: PkiRequest, post: bool) -> HttpResponse:
         if post:
-            response = self._transport.post("PKIOperation", request.der)
-        else:
-            response = self._transport.get("PKIOperation", encode_get_message(request.der))
+            return self._transport.post("PKIOperation", request.der)
+        return self._transport.get("PKIOperation", encode_get_message(request.der))
+
+    def _check_pki(self, request: PkiRequest, response: HttpResponse) -> bytes:
         # micromdm answers GetCert/GetCRL with HTTP 500 "not implemented": name the operation.
         if response.status in (405, 501) or (
             response.status >= 400 and b"not implemented" in response.body[:200].lower()

@@ -36,6 +36,7 @@ from scepd.client import (
     utc_now,
 )
 from scepd.config import Challenge, Command, Config, Identity, Server, ShellCommand
+from scepd.debugdump import Recorder
 from scepd.errors import CARejected, HookError, ScepError, TransportError, UsageError
 from scepd.hooks import HookResult, hook_environment, run_hook
 from scepd.protocol.cacerts import CACertificates
@@ -111,8 +112,10 @@ class Manager:
         clock: Callable[[], dt.datetime] = utc_now,
         host: str | None = None,
         rng: Callable[[], float] = random.random,
+        debug: bool = False,
     ) -> None:
         self.config = config
+        self._debug = debug  # --debug: every server's exchanges are recorded
         self._clock = clock
         self._host = host or socket.gethostname()
         self._rng = rng
@@ -295,7 +298,12 @@ class Manager:
             read_timeout=timeout,
             ca_bundle=str(server.ca_bundle) if server.ca_bundle else None,
         )
-        return ScepClient(transport, ca_identifier=server.ca_identifier, clock=self._clock)
+        recorder = (
+            Recorder(self.config.state_dir / "debug") if (self._debug or server.debug) else None
+        )
+        return ScepClient(
+            transport, ca_identifier=server.ca_identifier, clock=self._clock, recorder=recorder
+        )
 
     def _request(
         self,

@@ -24,7 +24,14 @@ def make_client(args: argparse.Namespace) -> ScepClient:
         read_timeout=args.timeout,
         ca_bundle=args.ca_bundle,
     )
-    return ScepClient(transport, ca_identifier=args.ca_identifier)
+    recorder = None
+    if getattr(args, "debug", False):
+        from scepd.debugdump import Recorder  # noqa: PLC0415 - --debug only
+        from scepd.pending import default_state_dir  # noqa: PLC0415
+
+        state_dir = getattr(args, "state_dir", None) or default_state_dir()
+        recorder = Recorder(state_dir / "debug")
+    return ScepClient(transport, ca_identifier=args.ca_identifier, recorder=recorder)
 
 
 def pin(args: argparse.Namespace) -> Fingerprint | None:

@@ -10,4 +10,4 @@ from scepd.config import default_config_path
 def run(args: argparse.Namespace) -> int:
     from scepd.daemon.service import run as run_service  # noqa: PLC0415
 
-    return run_service(args.config or default_config_path())
+    return run_service(args.config or default_config_path(), debug=args.debug)

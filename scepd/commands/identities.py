@@ -85,7 +85,7 @@ def _short(iso: str | None) -> str:
 def status(args: argparse.Namespace) -> int:
     """Exit 0, or 8 when an identity has no valid certificate or its last attempt failed."""
     config = load(args)
-    manager = Manager(config)
+    manager = Manager(config, debug=args.debug)
     now = utc_now()
     infos = [_status_of(manager, identity, now) for identity in manager.identities()]
     if args.json:
@@ -119,7 +119,7 @@ def check_config(args: argparse.Namespace) -> int:
     """Validate (exit 0, or 2), list identities with their next renewal, and report hooks that
     do not exist and files that cannot be written."""
     config = load(args)
-    manager = Manager(config)
+    manager = Manager(config, debug=args.debug)
     problems: list[str] = []
     # The state directory is created on first use: its nearest existing parent must be writable.
     existing = config.state_dir
@@ -169,7 +169,7 @@ def renew(args: argparse.Namespace) -> int:
     """renew NAME | --all: one attempt each, like the daemon would make; the batch hook runs
     once after them.  Exit 0; 8 when any failed; 9 when a hook failed; 3 when pending."""
     config = load(args)
-    manager = Manager(config)
+    manager = Manager(config, debug=args.debug)
     names = None if args.all else [args.name]
     results = []
     for identity in manager.identities(names):
@@ -193,7 +193,7 @@ def renew(args: argparse.Namespace) -> int:
 def enroll(args: argparse.Namespace) -> int:
     """enroll NAME [--wait]: enroll a configured identity now (or poll its pending request)."""
     config = load(args)
-    manager = Manager(config)
+    manager = Manager(config, debug=args.debug)
     (identity,) = manager.identities([args.name])
     if manager.current(identity) is not None and manager.pending_transaction(identity) is None:
         print(f"{identity.name}: already has a certificate ({identity.cert}); "

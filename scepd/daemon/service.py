@@ -32,9 +32,17 @@ _BATCH_JOB = "__post_renew_batch__"
 
 
 class Service:
-    def __init__(self, config_path: Path, config: Config, notifier: Notifier | None = None) -> None:
+    def __init__(
+        self,
+        config_path: Path,
+        config: Config,
+        notifier: Notifier | None = None,
+        *,
+        debug: bool = False,
+    ) -> None:
         self._path = config_path
-        self._manager = Manager(config)
+        self._debug = debug
+        self._manager = Manager(config, debug=debug)
         self._scheduler = BlockingScheduler(timezone=dt.timezone.utc)  # noqa: UP017 - APScheduler 3.9
         self._batch: list[str] = []
         self._batch_lock = threading.Lock()
@@ -136,7 +144,7 @@ class Service:
             log.error("reload refused, keeping the running configuration: %s", exc)
             self._notifier.ready(self._status_line())  # RELOADING=1 must end in READY=1
             return
-        self._manager = Manager(config)
+        self._manager = Manager(config, debug=self._debug)
         self._next = {k: v for k, v in self._next.items() if k in config.identities}
         self._failing &= set(config.identities)
         log.info("configuration reloaded: %d identities", len(config.identities))
@@ -144,5 +152,5 @@ class Service:
         self._notifier.ready(self._status_line())
 
 
-def run(config_path: Path) -> int:
-    return Service(config_path, load_config(config_path)).run()
+def run(config_path: Path, *, debug: bool = False) -> int:
+    return Service(config_path, load_config(config_path), debug=debug).run()
