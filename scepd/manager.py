@@ -36,6 +36,8 @@ from scepd.client import (
     utc_now,
 )
 from scepd.config import Challenge, Command, Config, Identity, Server, ShellCommand
+from scepd.daemon.journal import PRIORITY, Reporter, failure_priority
+from scepd.daemon.metrics import IdentityMetrics, write_metrics
 from scepd.debugdump import Recorder
 from scepd.errors import CARejected, HookError, ScepError, TransportError, UsageError
 from scepd.hooks import HookResult, hook_environment, run_hook
@@ -65,6 +67,8 @@ class IdentityState:
     last_success: str | None = None
     next_attempt: str | None = None
     next_action: str | None = None
+    failures_total: int = 0  # every failed attempt ever, for the metrics counter
+    ca_not_after: str | None = None  # the issuing CA's notAfter at the last exchange
 
 
 @dataclass(frozen=True)
@@ -113,8 +117,11 @@ class Manager:
         host: str | None = None,
         rng: Callable[[], float] = random.random,
         debug: bool = False,
+        reporter: Reporter | None = None,
     ) -> None:
         self.config = config
+        self._reporter = reporter or Reporter()
+        self._ca_not_after: dict[str, dt.datetime] = {}
         self._debug = debug  # --debug: every server's exchanges are recorded
         self._clock = clock
         self._host = host or socket.gethostname()
@@ -202,6 +209,8 @@ class Manager:
                 return RunResult(
                     identity.name, "not-due", f"renewal due {due:%Y-%m-%d %H:%M}Z", due
                 )
+        if cert is not None:
+            self._expiry_event(identity, cert, now)
         challenge = read_challenge(identity.challenge)
         if saved is None and cert is None and challenge is None:
             message = "no certificate and no challenge password to enroll with; add it and reload"
@@ -222,7 +231,16 @@ class Manager:
         except ScepError as exc:
             if isinstance(exc, CARejected) and saved is not None:
                 store.remove_tree(saved.directory)  # the CA closed the transaction
-            log.error("%s: %s", identity.name, exc)
+            self._reporter.event(
+                "renewal-failed", str(exc), identity=identity.name, server=identity.server.name,
+                priority=failure_priority(
+                    not_after=not_valid_after(cert) if cert else None,
+                    not_before=not_valid_before(cert) if cert else None, now=now,
+                ),
+                serial=f"{cert.serial_number:X}" if cert else None,
+                not_after=not_valid_after(cert) if cert else None,
+                fail_info=getattr(exc, "fail_info", None),
+            )  # fmt: skip
             retry_after = getattr(exc, "retry_after", None)
             return self._failed(
                 identity, state, cert, now, str(exc),
@@ -236,6 +254,10 @@ class Manager:
             result = RunResult(
                 identity.name, "pending",
                 f"pending at the CA, transactionID {outcome.transaction.transaction_id}", when,
+            )  # fmt: skip
+            self._reporter.event(
+                "pending", result.message, identity=identity.name, server=identity.server.name,
+                priority=PRIORITY["info"], transaction_id=outcome.transaction.transaction_id,
             )  # fmt: skip
             self._record(identity, state, result, now)
             return result
@@ -365,12 +387,16 @@ class Manager:
         for cert in (*ca.ra_certs, *ca.ca_certs):
             if not_valid_after(cert) < horizon:
                 ca_expiring = ca_expiring or cert in ca.ca_certs
-                log.warning(
-                    "%s: %s certificate %s expires %s: renew it at the CA (an expired NDES RA "
+                self._reporter.event(
+                    "ca-expiring",
+                    f"{ca.role(cert)} certificate {cert.subject.rfc4514_string()} expires "
+                    f"{not_valid_after(cert):%Y-%m-%d}: renew it at the CA (an expired NDES RA "
                     "certificate stops every enrollment)",
-                    identity.name, ca.role(cert), cert.subject.rfc4514_string(),
-                    f"{not_valid_after(cert):%Y-%m-%d}",
+                    identity=identity.name, server=identity.server.name,
+                    priority=PRIORITY["warning"], serial=f"{cert.serial_number:X}",
+                    not_after=not_valid_after(cert),
                 )  # fmt: skip
+        self._ca_not_after[identity.name] = not_valid_after(ca.issuing_ca)
         return ca_expiring
 
     def _fetch_next_ca(
@@ -420,15 +446,23 @@ class Manager:
             store.remove_tree(saved.directory)
         cert = issued.certificate
         action = "renewed" if old is not None else "enrolled"
-        log.info(
-            "%s: %s %s serial %X, valid until %s", identity.name, action,
-            cert.subject.rfc4514_string(), cert.serial_number,
-            f"{not_valid_after(cert):%Y-%m-%d %H:%M:%S}Z",
+        self._reporter.event(
+            action,
+            f"{action} {cert.subject.rfc4514_string()} serial {cert.serial_number:X}, valid "
+            f"until {not_valid_after(cert):%Y-%m-%d %H:%M:%S}Z",
+            identity=identity.name, server=identity.server.name, priority=PRIORITY["notice"],
+            serial=f"{cert.serial_number:X}", not_after=not_valid_after(cert),
         )  # fmt: skip
         env = self._hook_env(identity, cert, old)
         for command in identity.hooks.post_renew:
             if not self._run_hook(identity, command, env):
                 attempt.hook_failed = True
+                self._reporter.event(
+                    "hook-failed",
+                    f"post_renew hook {_describe(command)} failed; the new certificate is kept",
+                    identity=identity.name, priority=PRIORITY["err"],
+                    serial=f"{cert.serial_number:X}", not_after=not_valid_after(cert),
+                )  # fmt: skip
         due = self.due(identity, cert)
         spacing = _spacing(cert)
         if due <= now + spacing:  # due at once: the policy would loop (smallstep/cli#523)
@@ -519,11 +553,65 @@ class Manager:
         state.last_result = "hook-failed" if result.hook_failed else result.action
         state.last_error = error
         state.failures = state.failures + 1 if result.action == "failed" else 0
+        if result.action == "failed":
+            state.failures_total += 1
+        if identity.name in self._ca_not_after:
+            state.ca_not_after = _iso(self._ca_not_after[identity.name])
         if success:
             state.last_success = _iso(now)
         state.next_attempt = _iso(result.next_at)
         state.next_action = {"pending": "poll", "failed": "retry"}.get(result.action, "renew")
         self._save_state(identity.name, state)
+
+    def _expiry_event(self, identity: Identity, cert: x509.Certificate, now: dt.datetime) -> None:
+        """expired, or expiring-soon when less than a tenth of the lifetime is left."""
+        not_after, not_before = not_valid_after(cert), not_valid_before(cert)
+        if not_after <= now:
+            kind, text = "expired", f"the certificate expired {not_after:%Y-%m-%d %H:%M}Z"
+        elif not_after - now < (not_after - not_before) / 10:
+            kind, text = "expiring-soon", f"the certificate expires {not_after:%Y-%m-%d %H:%M}Z"
+        else:
+            return
+        self._reporter.event(
+            kind, text, identity=identity.name, server=identity.server.name,
+            priority=failure_priority(not_after=not_after, not_before=not_before, now=now),
+            serial=f"{cert.serial_number:X}", not_after=not_after,
+        )  # fmt: skip
+
+    def metrics(self) -> list[IdentityMetrics]:
+        """One entry per configured identity, for the Prometheus textfile."""
+        out = []
+        for identity in self.config.identities.values():
+            cert = self.current(identity)
+            state = self.state(identity.name)
+            next_renewal = _parse(state.next_attempt)
+            if cert is not None and state.last_result not in ("failed", "pending"):
+                next_renewal = self.due(identity, cert)
+            out.append(
+                IdentityMetrics(
+                    identity=identity.name,
+                    filepath=str(identity.cert),
+                    serial=f"{cert.serial_number:X}" if cert else None,
+                    subject_cn=_cn(cert.subject) if cert else None,
+                    issuer_cn=_cn(cert.issuer) if cert else None,
+                    not_before=not_valid_before(cert) if cert else None,
+                    not_after=not_valid_after(cert) if cert else None,
+                    last_success=_parse(state.last_success),
+                    last_attempt=_parse(state.last_attempt),
+                    failures_total=state.failures_total,
+                    pending=self.pending_transaction(identity) is not None,
+                    next_renewal=next_renewal,
+                    ca_not_after=_parse(state.ca_not_after),
+                )
+            )
+        return out
+
+    def write_metrics(self) -> None:
+        if self.config.metrics_file is not None:
+            try:
+                write_metrics(self.config.metrics_file, self.metrics(), now=self._clock())
+            except ScepError as exc:
+                log.warning("metrics: %s", exc)
 
     def identities(self, names: list[str] | None = None) -> Iterator[Identity]:
         if not names:
@@ -575,6 +663,11 @@ def _before_expiry(
         name, f"{not_after:%Y-%m-%d %H:%M:%S}Z", f"{max(latest, now):%Y-%m-%d %H:%M:%S}Z",
     )  # fmt: skip
     return max(latest, now)
+
+
+def _cn(name: x509.Name) -> str | None:
+    values = name.get_attributes_for_oid(x509.NameOID.COMMON_NAME)
+    return str(values[0].value) if values else None
 
 
 def _spacing(cert: x509.Certificate) -> dt.timedelta:

@@ -425,3 +425,41 @@ def test_sd_notify_ready_status_watchdog_reloading_stopping(
     assert stopped_in < 10
     assert notify.seen("STOPPING", "1") == 1
     assert "reload refused" in err
+
+
+def test_metrics_file_follows_the_identities(static_ca: DevCA, tmp_path: Path) -> None:
+    config = write_config(tmp_path, [static_ca.url], identities=("web", "api"))
+    text = config.read_text().replace(
+        "defaults:", f"metrics_file: {tmp_path}/scepd.prom\ndefaults:"
+    )
+    config.write_text(text)
+    daemon = start_daemon(config)
+    prom = tmp_path / "scepd.prom"
+
+    def series(name: str) -> list[str]:
+        if not prom.exists():
+            return []
+        return [line for line in prom.read_text().splitlines() if line.startswith(name + "{")]
+
+    try:
+        assert wait_for(lambda: len(series("x509_cert_not_after")) == 2, 30)
+        cert = x509.load_pem_x509_certificate((tmp_path / "web.pem").read_bytes())
+        (web,) = [s for s in series("x509_cert_not_after") if 'identity="web"' in s]
+        assert f'serial_number="{cert.serial_number}"' in web
+        assert (
+            float(web.rsplit(" ", 1)[1]) == cert.not_valid_after.replace(tzinfo=dt.UTC).timestamp()
+        )
+        assert any('identity="api"' in s for s in series("scepd_last_success_timestamp_seconds"))
+        assert oct(prom.stat().st_mode & 0o777) == "0o644"
+        config.write_text(text.replace("  api:", "  old-api:").split("  old-api:")[0])
+        daemon.send_signal(signal.SIGHUP)  # api removed: its series go
+        assert wait_for(
+            lambda: not any('identity="api"' in line for line in prom.read_text().splitlines()), 15
+        )
+    finally:
+        daemon.send_signal(signal.SIGTERM)
+        daemon.communicate(timeout=15)
+    assert series("x509_cert_not_after") and all(
+        'identity="web"' in s for s in series("x509_cert_not_after")
+    )
+    assert not list(tmp_path.glob(".scepd.prom.*"))

@@ -183,6 +183,8 @@ def renew(args: argparse.Namespace) -> int:
         results.append(result)
     renewed = [r.identity for r in results if r.renewed]
     batch_ok = manager.run_batch_hooks(renewed)
+    if not args.dry_run:
+        manager.write_metrics()  # timer-based setups get metrics too
     if any(r.action in ("failed", "waiting") for r in results):
         return EXIT_ATTENTION
     if not batch_ok or any(r.hook_failed for r in results):

@@ -66,6 +66,7 @@ class Service:
             )  # fmt: skip
         count = len(self._manager.config.identities)
         log.info("scepd running: %d identities from %s", count, self._path)
+        self._manager.write_metrics()
         self._notifier.ready(self._status_line())  # every identity has its job now
         self._scheduler.start()  # returns after shutdown()
         log.info("scepd stopped")
@@ -123,6 +124,7 @@ class Service:
             self._schedule(name, result.next_at)
             log.info("%s: next attempt %s", name, f"{result.next_at:%Y-%m-%d %H:%M:%S}Z")
         self._notifier.status(self._status_line())
+        self._manager.write_metrics()
 
     def _run_batch(self) -> None:
         with self._batch_lock:
@@ -149,6 +151,7 @@ class Service:
         self._failing &= set(config.identities)
         log.info("configuration reloaded: %d identities", len(config.identities))
         self._schedule_all()
+        self._manager.write_metrics()  # a removed identity's series go at once
         self._notifier.ready(self._status_line())
 
 
