@@ -21,6 +21,7 @@ from devca_peer import DevCA, peer_env, start_devca
 from faultserver import FaultServer
 
 from scepd import store
+from scepd._compat import not_valid_after
 
 HOOK = textwrap.dedent(
     """\
@@ -446,9 +447,7 @@ def test_metrics_file_follows_the_identities(static_ca: DevCA, tmp_path: Path) -
         cert = x509.load_pem_x509_certificate((tmp_path / "web.pem").read_bytes())
         (web,) = [s for s in series("x509_cert_not_after") if 'identity="web"' in s]
         assert f'serial_number="{cert.serial_number}"' in web
-        assert (
-            float(web.rsplit(" ", 1)[1]) == cert.not_valid_after.replace(tzinfo=dt.UTC).timestamp()
-        )
+        assert float(web.rsplit(" ", 1)[1]) == not_valid_after(cert).timestamp()
         assert any('identity="api"' in s for s in series("scepd_last_success_timestamp_seconds"))
         assert oct(prom.stat().st_mode & 0o777) == "0o644"
         config.write_text(text.replace("  api:", "  old-api:").split("  old-api:")[0])
