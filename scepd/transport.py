@@ -15,11 +15,12 @@ import re
 import ssl
 import urllib.parse
 from dataclasses import dataclass
-from typing import Protocol
-
-import requests
+from typing import TYPE_CHECKING, Protocol
 
 from scepd import __version__
+
+if TYPE_CHECKING:
+    import requests
 from scepd.errors import HttpError, Unreachable, UsageError
 
 log = logging.getLogger("scepd")
@@ -75,6 +76,10 @@ class HttpTransport:
             )
         self._url = url
         self._timeout = (connect_timeout, read_timeout)
+        # requests is imported on first use: an idle daemon whose certificates are not due
+        # never pays its ~5 MB of memory.
+        import requests  # noqa: PLC0415
+
         self._session = session or requests.Session()
         self._session.headers["User-Agent"] = f"scepd/{__version__}"
         self._verify: bool | str = ca_bundle or _system_ca_bundle() or True
@@ -105,6 +110,8 @@ class HttpTransport:
         return self._send("POST", url, body)
 
     def _send(self, method: str, url: str, body: bytes | None) -> HttpResponse:
+        import requests  # noqa: PLC0415 - already loaded by __init__
+
         headers = {"Content-Type": PKI_MESSAGE_TYPE} if body is not None else {}
         server = self._url
         try:
