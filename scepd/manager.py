@@ -47,7 +47,6 @@ from scepd.protocol.csr import SubjectAltNames, parse_subject
 from scepd.protocol.fingerprint import Fingerprint
 from scepd.protocol.keys import SoftwareKey
 from scepd.protocol.oids import MS_ENROLLMENT_AGENT
-from scepd.protocol.pkimessage import spki_of
 from scepd.transport import HttpTransport
 
 log = logging.getLogger("scepd")
@@ -165,11 +164,16 @@ class Manager:
             return None
         try:
             cert = store.load_certificate(identity.cert)
-            key = store.load_key(identity.key)
+            public = cert.public_key()
+            modulus = store.key_modulus(identity.key)
+            if modulus is None:
+                store.load_key(identity.key)  # says what is wrong with the file
         except ScepError as exc:
             log.warning("%s: %s", identity.name, exc)
             return None
-        return cert if spki_of(cert) == spki_of(key) else None
+        if isinstance(public, rsa.RSAPublicKey) and public.public_numbers().n == modulus:
+            return cert
+        return None
 
     def due(self, identity: Identity, cert: x509.Certificate) -> dt.datetime:
         return policy.next_renewal(

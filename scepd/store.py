@@ -103,6 +103,31 @@ def load_key(path: Path) -> SoftwareKey:
     return SoftwareKey(key)
 
 
+def key_modulus(path: Path) -> int | None:
+    """The RSA modulus of an unencrypted PEM key, read without validating the key.
+
+    Enough to tell whether a key file belongs to a certificate, in well under a millisecond:
+    cryptography's loader checks the primes (about 35 ms for RSA-2048), which made a daemon
+    with 1,000 identities take 40 s for its first round of "not due yet".  None when the file
+    is not a readable RSA key (the full loader then says why)."""
+    from asn1crypto import keys as asn1_keys  # noqa: PLC0415
+    from asn1crypto import pem as asn1_pem  # noqa: PLC0415
+
+    try:
+        _kind, _headers, der = asn1_pem.unarmor(path.read_bytes())
+        try:
+            info = asn1_keys.PrivateKeyInfo.load(der)
+            if info["private_key_algorithm"]["algorithm"].native != "rsa":
+                return None
+            rsa_key = info["private_key"].parsed
+        except ValueError:
+            rsa_key = asn1_keys.RSAPrivateKey.load(der)
+        modulus: int = rsa_key["modulus"].native
+        return modulus
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
 class KeyGeneration:
     """A new RSA key generated on another core while the CA is contacted.
 
