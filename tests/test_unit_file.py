@@ -185,8 +185,13 @@ def test_security_exposure(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -
         print(f"\nscepd.service exposure: {value} (max {EXPOSURE_MAX})")
     assert value <= EXPOSURE_MAX
     # Same gate as a CI job would use (the threshold is exposure x 10).
-    result = analyze("security", "--offline=true", "--no-pager",
-                     f"--threshold={round(EXPOSURE_MAX * 10)}", tmp_path / "scepd.service")
+    result = analyze(
+        "security",
+        "--offline=true",
+        "--no-pager",
+        f"--threshold={round(EXPOSURE_MAX * 10)}",
+        tmp_path / "scepd.service",
+    )
     assert result.returncode == 0, result.stdout  # fmt: skip
 
 
@@ -203,3 +208,27 @@ def test_unprivileged_dropin(tmp_path: Path, capsys: pytest.CaptureFixture[str])
         print(f"scepd.service + unprivileged.conf exposure: {value}")
     assert value <= EXPOSURE_UNPRIVILEGED_MAX
 
+
+TIMER_SERVICE = UNIT.parent / "scepd-renew.service"
+TIMER = UNIT.parent / "scepd-renew.timer"
+
+
+@needs_analyze
+def test_timer_alternative_verifies_and_runs_renew_all(tmp_path: Path) -> None:
+    service = checkable_copy(tmp_path, TIMER_SERVICE.read_text(), "scepd-renew.service")
+    timer = tmp_path / "scepd-renew.timer"
+    timer.write_text(TIMER.read_text())
+    result = analyze("verify", "--man=no", service, timer)
+    assert (result.returncode, result.stdout, result.stderr) == (0, "", "")
+    unit = directives(TIMER_SERVICE.read_text())
+    assert unit["Type"] == ["oneshot"]
+    assert unit["ExecStart"] == ["/usr/bin/scepd renew --all"]
+    # The same sandbox as the daemon, line for line (Type/notify/watchdog/restart aside).
+    daemon = directives(UNIT.read_text())
+    for key, values in daemon.items():
+        if key in ("Type", "NotifyAccess", "ExecStart", "ExecReload", "WatchdogSec", "Restart",
+                   "RestartSec", "WantedBy", "Description", "Wants", "After"):  # fmt: skip
+            continue
+        assert unit.get(key) == values, key
+    timer_keys = directives(TIMER.read_text())
+    assert timer_keys["Persistent"] == ["true"] and "RandomizedDelaySec" in timer_keys
