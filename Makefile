@@ -9,7 +9,7 @@ DEBIAN_PY_DEBS := python3-cryptography python3-asn1crypto python3-requests pytho
 	python3-yaml python3-systemd python3-pytest python3-hypothesis
 PYTEST_ARGS ?=
 
-.PHONY: test test-debian lint deps venv bench demo clean
+.PHONY: test test-debian lint deps venv bench demo man clean
 
 deps:
 	@scripts/apt-ensure $(TEST_DEBS)
@@ -37,6 +37,9 @@ test-debian:
 
 bench: venv
 	bench/enroll.sh
+
+man: venv
+	$(VPY) -m scepd.manpage man
 
 demo: venv
 	scripts/demo
