@@ -165,6 +165,14 @@ def _parser() -> argparse.ArgumentParser:
         server=False,
     )
     status.add_argument("--json", action="store_true", help="the same as JSON")
+    check = command(
+        "check",
+        "online preflight of each configured identity: server, CA pin, RA certificates, "
+        "current certificate, challenge source, writable files",
+        "scepd.commands.preflight:check",
+        server=False,
+    )
+    check.add_argument("name", nargs="?", metavar="NAME", help="only this identity")
     command(
         "check-config",
         "validate the configuration; list identities and their next renewal",
