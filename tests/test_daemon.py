@@ -462,3 +462,11 @@ def test_metrics_file_follows_the_identities(static_ca: DevCA, tmp_path: Path) -
         'identity="web"' in s for s in series("x509_cert_not_after")
     )
     assert not list(tmp_path.glob(".scepd.prom.*"))
+
+
+def test_check_command_is_wired(static_ca: DevCA, tmp_path: Path) -> None:
+    config = write_config(tmp_path, [static_ca.url])
+    result = run_scepd("--config", str(config), "check", "web")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "web: ok   no certificate yet: will enroll" in result.stdout
+    assert "static-s3cret" not in result.stdout + result.stderr
