@@ -165,6 +165,22 @@ def _parser() -> argparse.ArgumentParser:
         server=False,
     )
     status.add_argument("--json", action="store_true", help="the same as JSON")
+    import_sscep = command(
+        "import-sscep",
+        "print the servers: and identities: configuration that replaces an sscep setup "
+        "(sscep.conf and mkrequest)",
+        "scepd.commands.import_sscep:run",
+        server=False,
+    )
+    import_sscep.add_argument(
+        "--conf", required=True, type=Path, metavar="FILE", help="sscep's configuration file"
+    )
+    import_sscep.add_argument(
+        "--mkrequest", type=Path, metavar="FILE", help="the mkrequest script that made the request"
+    )
+    import_sscep.add_argument(
+        "--name", metavar="NAME", help="server and identity name (default: from the CN, else web)"
+    )
     check = command(
         "check",
         "online preflight of each configured identity: server, CA pin, RA certificates, "
