@@ -17,7 +17,7 @@ import os
 import random
 import socket
 from collections.abc import Callable, Iterator
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from cryptography import x509
@@ -78,14 +78,6 @@ class RunResult:
     next_at: dt.datetime | None
     hook_failed: bool = False
     renewed: bool = False  # a new certificate was swapped in
-
-
-@dataclass
-class _Attempt:
-    """What one process() call learns, to record at the end."""
-
-    hook_failed: bool = False
-    messages: list[str] = field(default_factory=list)
 
 
 def _iso(when: dt.datetime | None) -> str | None:
@@ -205,10 +197,9 @@ class Manager:
         cert = self.current(identity)  # re-read: someone may have replaced it
         saved = self.pending_transaction(identity)
         if saved is None and cert is not None and not force:
-            due = self.due(identity, cert)
-            last = _parse(state.last_attempt)
-            if last is not None:
-                due = max(due, last + _spacing(cert))
+            due = policy.earliest_next_attempt(
+                _parse(state.last_attempt), self.due(identity, cert), _spacing(cert)
+            )
             if due > now:
                 return RunResult(
                     identity.name, "not-due", f"renewal due {due:%Y-%m-%d %H:%M}Z", due
@@ -229,7 +220,6 @@ class Manager:
             hooks += [_describe(c) for c in identity.hooks.post_renew]
             text = f"would {what}" + (f"; hooks: {', '.join(hooks)}" if hooks else "")
             return RunResult(identity.name, f"would-{what}", text, None)
-        attempt = _Attempt()
         try:
             outcome, new_key = self._attempt(identity, cert, saved, challenge)
         except ScepError as exc:
@@ -266,9 +256,8 @@ class Manager:
             self._record(identity, state, result, now)
             return result
         return self._installed(
-            identity=identity, state=state, old=cert, issued=outcome, new_key=new_key, now=now,
-            attempt=attempt,
-        )  # fmt: skip
+            identity=identity, state=state, old=cert, issued=outcome, new_key=new_key, now=now
+        )
 
     def _attempt(
         self,
@@ -431,7 +420,6 @@ class Manager:
         issued: Issued,
         new_key: rsa.RSAPrivateKey | None,
         now: dt.datetime,
-        attempt: _Attempt,
     ) -> RunResult:
         chain_pem = store.certificates_pem(issued.chain)
         cert_pem = store.certificates_pem([issued.certificate])
@@ -458,9 +446,10 @@ class Manager:
             serial=f"{cert.serial_number:X}", not_after=not_valid_after(cert),
         )  # fmt: skip
         env = self._hook_env(identity, cert, old)
+        hook_failed = False
         for command in identity.hooks.post_renew:
             if not self._run_hook(identity, command, env):
-                attempt.hook_failed = True
+                hook_failed = True
                 self._reporter.event(
                     "hook-failed",
                     f"post_renew hook {_describe(command)} failed; the new certificate is kept",
@@ -469,16 +458,22 @@ class Manager:
                 )  # fmt: skip
         due = self.due(identity, cert)
         spacing = _spacing(cert)
-        if due <= now + spacing:  # due at once: the policy would loop (smallstep/cli#523)
+        if policy.is_renewal_loop(
+            issued_not_before=not_valid_before(cert), issued_not_after=not_valid_after(cert),
+            renew_at=identity.renew_at, renew_before=identity.renew_before, issued_at=now,
+            spacing=spacing,
+        ):  # fmt: skip
             log.error(
                 "%s: the CA issued a certificate valid until %s, which the policy makes due at "
                 "once; check renew_before (renewals are spaced, not looped)",
                 identity.name, f"{not_valid_after(cert):%Y-%m-%d %H:%M}Z",
             )  # fmt: skip
-        next_at = _before_expiry(identity.name, max(due, now + spacing), cert, now)
+        next_at = _before_expiry(
+            identity.name, policy.earliest_next_attempt(now, due, spacing), cert, now
+        )
         result = RunResult(
             identity.name, action, f"{action}: serial {cert.serial_number:X}", next_at,
-            hook_failed=attempt.hook_failed, renewed=True,
+            hook_failed=hook_failed, renewed=True,
         )  # fmt: skip
         self._record(identity, state, result, now, success=True)
         return result
@@ -675,10 +670,7 @@ def _cn(name: x509.Name) -> str | None:
 
 
 def _spacing(cert: x509.Certificate) -> dt.timedelta:
-    """Renewals of one identity are never back to back: at least MIN_RENEWAL_SPACING apart,
-    or a tenth of the lifetime for the short certificates of a demo or a test."""
-    lifetime = not_valid_after(cert) - not_valid_before(cert)
-    return min(policy.MIN_RENEWAL_SPACING, lifetime / 10)
+    return policy.renewal_spacing(not_valid_before(cert), not_valid_after(cert))
 
 
 def _parse(text: str | None) -> dt.datetime | None:

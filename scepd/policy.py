@@ -174,6 +174,8 @@ def is_renewal_loop(
     issued_not_after: dt.datetime,
     renew_at: float | None,
     renew_before: dt.timedelta | None,
+    issued_at: dt.datetime | None = None,
+    spacing: dt.timedelta = MIN_RENEWAL_SPACING,
 ) -> bool:
     """True when a freshly issued certificate would be due at once (e.g. renew_before longer
     than the lifetime the CA grants, smallstep/cli#523): the daemon reports it and spaces
@@ -182,17 +184,32 @@ def is_renewal_loop(
     'At once' is: due less than MIN_RENEWAL_SPACING after notBefore, where the rate limit and
     not the configuration would set the pace. The CA's lifetime is what counts, not the
     requested one. (A CA that backdates notBefore by more than that, as AD CS does by 10 min,
-    can hide a near-loop here; the rate limit still spaces it.)
+    can hide a near-loop here; the rate limit still spaces it.)  With ``issued_at`` (when
+    the certificate arrived), 'at once' counts from then, which backdating cannot hide.
+    ``spacing`` is the rate limit in force (see :func:`renewal_spacing`).
     """
     point = renewal_point(
         issued_not_before, issued_not_after, renew_at=renew_at, renew_before=renew_before
     )
-    return point - _utc("issued_not_before", issued_not_before) < MIN_RENEWAL_SPACING
+    start = _utc("issued_not_before", issued_not_before)
+    if issued_at is not None:
+        start = max(start, _utc("issued_at", issued_at))
+    return point - start < spacing
 
 
-def earliest_next_attempt(last_attempt: dt.datetime | None, due: dt.datetime) -> dt.datetime:
-    """max(due, last_attempt + MIN_RENEWAL_SPACING): the rate limit."""
+def renewal_spacing(not_before: dt.datetime, not_after: dt.datetime) -> dt.timedelta:
+    """The rate limit for one identity: MIN_RENEWAL_SPACING, or a tenth of the lifetime for
+    the short certificates of a demo or a test (30 s certificates must still renew)."""
+    return min(MIN_RENEWAL_SPACING, _lifetime(not_before, not_after) / 10)
+
+
+def earliest_next_attempt(
+    last_attempt: dt.datetime | None,
+    due: dt.datetime,
+    spacing: dt.timedelta = MIN_RENEWAL_SPACING,
+) -> dt.datetime:
+    """max(due, last_attempt + spacing): the rate limit."""
     due = _utc("due", due)
     if last_attempt is None:
         return due
-    return max(due, _utc("last_attempt", last_attempt) + MIN_RENEWAL_SPACING)
+    return max(due, _utc("last_attempt", last_attempt) + spacing)

@@ -9,6 +9,7 @@ from collections.abc import Callable
 
 import pytest
 
+from scepd import policy
 from scepd.policy import (
     MIN_RENEWAL_SPACING,
     RetryPlan,
@@ -249,9 +250,9 @@ def test_retry_after_is_a_lower_bound() -> None:
 def test_configured_durations_replace_the_auto_ones() -> None:
     now, not_after = year_cert_left(124.1 * DAY)  # auto would be base 1 h, cap 24 h
 
-    def delay(attempt: int, initial: dt.timedelta | None, maximum: dt.timedelta | None) -> (
-        dt.timedelta
-    ):
+    def delay(
+        attempt: int, initial: dt.timedelta | None, maximum: dt.timedelta | None
+    ) -> dt.timedelta:
         return retry_delay(attempt, now=now, not_after=not_after, initial=initial,
                            maximum=maximum, rng=fixed(0.5)).delay  # fmt: skip
 
@@ -374,14 +375,16 @@ NAIVE = dt.datetime(2026, 1, 1)
 NAIVE_CALLS: list[Callable[[], object]] = [
     lambda: renewal_point(NAIVE, YEAR_NA, renew_at=0.5, renew_before=None),
     lambda: renewal_point(NB, NAIVE + DAY, renew_at=None, renew_before=HOUR),
-    lambda: next_renewal(NAIVE, YEAR_NA, renew_at=0.5, renew_before=None, jitter=0.05,
-                         host="h", identity="web"),
-    lambda: retry_delay(1, now=NAIVE, not_after=None, initial=None, maximum=None,
-                        rng=fixed(0.5)),
-    lambda: retry_delay(1, now=NB, not_after=NAIVE + DAY, initial=None, maximum=None,
-                        rng=fixed(0.5)),
-    lambda: is_renewal_loop(issued_not_before=NAIVE, issued_not_after=YEAR_NA, renew_at=0.5,
-                            renew_before=None),
+    lambda: next_renewal(
+        NAIVE, YEAR_NA, renew_at=0.5, renew_before=None, jitter=0.05, host="h", identity="web"
+    ),
+    lambda: retry_delay(1, now=NAIVE, not_after=None, initial=None, maximum=None, rng=fixed(0.5)),
+    lambda: retry_delay(
+        1, now=NB, not_after=NAIVE + DAY, initial=None, maximum=None, rng=fixed(0.5)
+    ),
+    lambda: is_renewal_loop(
+        issued_not_before=NAIVE, issued_not_after=YEAR_NA, renew_at=0.5, renew_before=None
+    ),
     lambda: earliest_next_attempt(None, NAIVE),
     lambda: earliest_next_attempt(NAIVE, NB),
 ]
@@ -391,3 +394,31 @@ NAIVE_CALLS: list[Callable[[], object]] = [
 def test_naive_datetimes_are_refused(call: Callable[[], object]) -> None:
     with pytest.raises(ValueError, match="naive"):
         call()
+
+
+def test_renewal_spacing_is_a_tenth_of_short_lifetimes() -> None:
+    nb = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
+    assert policy.renewal_spacing(nb, nb + dt.timedelta(seconds=30)) == dt.timedelta(seconds=3)
+    assert policy.renewal_spacing(nb, nb + dt.timedelta(days=7)) == policy.MIN_RENEWAL_SPACING
+
+
+def test_renewal_loop_counts_from_arrival_and_given_spacing() -> None:
+    nb = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
+    na = nb + dt.timedelta(seconds=330)  # 30 s certificate backdated 5 minutes
+    # From notBefore the half-life point is 165 s away; from its arrival it is already past.
+    assert not policy.is_renewal_loop(
+        issued_not_before=nb, issued_not_after=na, renew_at=0.5, renew_before=None,
+        spacing=dt.timedelta(seconds=33),
+    )  # fmt: skip
+    assert policy.is_renewal_loop(
+        issued_not_before=nb, issued_not_after=na, renew_at=0.5, renew_before=None,
+        issued_at=na - dt.timedelta(seconds=30), spacing=dt.timedelta(seconds=33),
+    )  # fmt: skip
+
+
+def test_earliest_next_attempt_with_spacing() -> None:
+    due = dt.datetime(2026, 1, 1, 12, tzinfo=dt.UTC)
+    last = due - dt.timedelta(seconds=1)
+    assert policy.earliest_next_attempt(last, due, dt.timedelta(seconds=3)) == last + dt.timedelta(
+        seconds=3
+    )
