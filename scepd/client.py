@@ -52,7 +52,13 @@ from scepd.protocol.pkimessage import (
 )
 from scepd.protocol.signeddata import same_name
 from scepd.protocol.signer import build_self_signed
-from scepd.transport import HttpResponse, Transport, check_response, encode_get_message
+from scepd.transport import (
+    HttpResponse,
+    HttpTransport,
+    Transport,
+    check_response,
+    encode_get_message,
+)
 
 log = logging.getLogger("scepd")
 
@@ -477,6 +483,23 @@ _NAMES = {
     MessageType.GET_CRL: "GetCRL",
     MessageType.CERT_REP: "CertRep",
 }
+
+
+def over_http(
+    url: str,
+    *,
+    timeout: float,
+    ca_bundle: str | None = None,
+    ca_identifier: str | None = None,
+    recorder: Recorder | None = None,
+    clock: Clock = utc_now,
+) -> ScepClient:
+    """A client for one SCEP URL: the CLI's and the daemon's, built the same way (a connect
+    timeout of at most 10 s, so an unreachable first URL fails over quickly)."""
+    transport = HttpTransport(
+        url, connect_timeout=min(timeout, 10.0), read_timeout=timeout, ca_bundle=ca_bundle
+    )
+    return ScepClient(transport, ca_identifier=ca_identifier, clock=clock, recorder=recorder)
 
 
 def check_identity(issued: x509.Certificate, tx: Transaction) -> None:

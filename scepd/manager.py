@@ -33,6 +33,7 @@ from scepd.client import (
     Pending,
     RenewalMode,
     ScepClient,
+    over_http,
     utc_now,
 )
 from scepd.config import Challenge, Command, Config, Identity, Server, ShellCommand
@@ -47,7 +48,6 @@ from scepd.protocol.csr import SubjectAltNames, parse_subject
 from scepd.protocol.fingerprint import Fingerprint
 from scepd.protocol.keys import SoftwareKey
 from scepd.protocol.oids import MS_ENROLLMENT_AGENT
-from scepd.transport import HttpTransport
 
 log = logging.getLogger("scepd")
 
@@ -306,18 +306,14 @@ class Manager:
         raise last
 
     def _client(self, server: Server, url: str) -> ScepClient:
-        timeout = server.timeout.total_seconds()
-        transport = HttpTransport(
+        debug = self._debug or server.debug
+        return over_http(
             url,
-            connect_timeout=min(timeout, 10.0),
-            read_timeout=timeout,
+            timeout=server.timeout.total_seconds(),
             ca_bundle=str(server.ca_bundle) if server.ca_bundle else None,
-        )
-        recorder = (
-            Recorder(self.config.state_dir / "debug") if (self._debug or server.debug) else None
-        )
-        return ScepClient(
-            transport, ca_identifier=server.ca_identifier, clock=self._clock, recorder=recorder
+            ca_identifier=server.ca_identifier,
+            recorder=Recorder(self.config.state_dir / "debug") if debug else None,
+            clock=self._clock,
         )
 
     def _request(

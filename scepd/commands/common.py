@@ -9,21 +9,14 @@ from cryptography import x509
 
 from scepd import store
 from scepd._compat import not_valid_after
-from scepd.client import ScepClient
+from scepd.client import ScepClient, over_http
 from scepd.errors import UsageError
 from scepd.protocol.fingerprint import Fingerprint, display
-from scepd.transport import HttpTransport
 
 
 def make_client(args: argparse.Namespace) -> ScepClient:
     if args.timeout <= 0:
         raise UsageError("--timeout must be positive")
-    transport = HttpTransport(
-        args.url,
-        connect_timeout=min(args.timeout, 10.0),
-        read_timeout=args.timeout,
-        ca_bundle=args.ca_bundle,
-    )
     recorder = None
     if getattr(args, "debug", False):
         from scepd.debugdump import Recorder  # noqa: PLC0415 - --debug only
@@ -31,7 +24,13 @@ def make_client(args: argparse.Namespace) -> ScepClient:
 
         state_dir = getattr(args, "state_dir", None) or default_state_dir()
         recorder = Recorder(state_dir / "debug")
-    return ScepClient(transport, ca_identifier=args.ca_identifier, recorder=recorder)
+    return over_http(
+        args.url,
+        timeout=args.timeout,
+        ca_bundle=args.ca_bundle,
+        ca_identifier=args.ca_identifier,
+        recorder=recorder,
+    )
 
 
 def pin(args: argparse.Namespace) -> Fingerprint | None:
