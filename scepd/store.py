@@ -40,7 +40,14 @@ MIN_KEY_BITS = 2048
 
 
 def _why(exc: OSError) -> str:
-    return exc.strerror or str(exc)
+    text = exc.strerror or str(exc)
+    if isinstance(exc, PermissionError) and os.geteuid() == 0:
+        # Root still refused: scepd.service drops CAP_DAC_OVERRIDE (see the unit's comments).
+        text += (
+            "; root without CAP_DAC_OVERRIDE is bound by file modes: make it root-owned or "
+            "group-readable, or install scepd.service.d/other-owners.conf"
+        )
+    return text
 
 
 def write_atomic(path: Path, data: bytes, mode: int) -> None:
@@ -396,16 +403,49 @@ def _resolve_ids(files: FileSet) -> tuple[int | None, int | None]:
                 f"{files.key}: group {files.group!r} requested, but giving a file a group we "
                 "are not a member of needs root"
             )
+    elif not _overrides_file_modes():
+        for what, mode in (("key_mode", files.key_mode), ("cert_mode", files.cert_mode)):
+            if not _root_can_read(mode, uid, gid):
+                raise LocalFileError(
+                    f"{files.key}: owner {files.owner or 'root'}, group {files.group or 'root'}"
+                    f" and {what} {mode:04o} would lock scepd out of its own file (root "
+                    "without CAP_DAC_OVERRIDE, as in scepd.service): make it root-owned or "
+                    "group-readable, or install scepd.service.d/other-owners.conf"
+                )
     return uid, gid
 
 
+def _overrides_file_modes() -> bool:
+    """Whether root here may read any file (CAP_DAC_OVERRIDE or CAP_DAC_READ_SEARCH)."""
+    try:
+        status = Path("/proc/self/status").read_text()
+    except OSError:
+        return True  # cannot tell: let the kernel decide, the swap still fails cleanly
+    for line in status.splitlines():
+        if line.startswith("CapEff:"):
+            return bool(int(line.split()[1], 16) & 0b110)  # bits 1 and 2
+    return True
+
+
+def _root_can_read(mode: int, uid: int | None, gid: int | None) -> bool:
+    """What the kernel decides for uid 0 bound by file modes: owner, else group, else other."""
+    if uid in (None, 0):
+        return bool(mode & 0o400)
+    if gid in (None, 0) or gid in os.getgroups():
+        return bool(mode & 0o040)
+    return bool(mode & 0o004)
+
+
 def _apply(fd: int, mode: int, uid: int | None, gid: int | None) -> None:
+    # The mode first, while the file is still ours: chmod of another user's file would need
+    # CAP_FOWNER, which scepd.service does not grant (key modes have no setuid/setgid bits
+    # for the fchown below to clear).
+    os.fchmod(fd, mode)
     if os.geteuid() == 0:
         if uid is not None or gid is not None:
             os.fchown(fd, -1 if uid is None else uid, -1 if gid is None else gid)
     elif gid is not None and os.fstat(fd).st_gid != gid:
         os.fchown(fd, -1, gid)  # a group we are a member of (_resolve_ids checked)
-    os.fchmod(fd, mode)  # after fchown, which may clear bits
 
 
 def _write_fd(fd: int, data: bytes, mode: int, uid: int | None, gid: int | None) -> None:

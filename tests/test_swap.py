@@ -392,3 +392,80 @@ def test_identity_lock_waits_and_is_released_when_the_holder_is_killed(tmp_path:
         holder.kill()
         holder.wait(10)
     assert 0.25 <= waited < 5
+
+
+# The packaged unit's capability set: CAP_CHOWN only.  Drop the rest from the bounding set, so
+# that root after exec() has exactly what scepd.service leaves it (see the unit's comments).
+UNIT_CAPS_DROPPED = "-dac_override,-dac_read_search,-fowner"
+SWAP_CHILD = """
+import json, sys
+from pathlib import Path
+from scepd import store
+from scepd.errors import ScepError
+cfg = json.loads(sys.argv[1])
+files = store.FileSet(key=Path(cfg["key"]), cert=Path(cfg["cert"]), owner=cfg["owner"],
+                      group=cfg["group"], key_mode=0o640, cert_mode=0o644)
+new = store.NewFiles(key_pem=cfg["key_pem"] and cfg["key_pem"].encode(),
+                     cert_pem=cfg["cert_pem"].encode(), chain_pem=None, fullchain_pem=None)
+try:
+    store.swap_in(Path(cfg["state"]), files, new)
+except ScepError as exc:
+    print(exc)
+    sys.exit(1)
+"""
+
+
+def _swap_with_unit_caps(
+    tmp: Path, owner: str, group: str, pair: Pair, *, keep_key: bool
+) -> subprocess.CompletedProcess[str]:
+    cfg = {"key": str(tmp / "web.key"), "cert": str(tmp / "web.pem"), "owner": owner,
+           "group": group, "state": str(tmp / "state"), "cert_pem": pair.cert.decode(),
+           "key_pem": None if keep_key else pair.key.decode()}  # fmt: skip
+    return subprocess.run(
+        ["setpriv", f"--bounding-set={UNIT_CAPS_DROPPED}", "--", sys.executable, "-c",
+         SWAP_CHILD, json.dumps(cfg)],
+        check=False, capture_output=True, text=True, timeout=60,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+    )  # fmt: skip
+
+
+needs_setpriv_root = pytest.mark.skipif(
+    os.geteuid() != 0 or not Path("/usr/bin/setpriv").exists(),
+    reason="needs root and setpriv (util-linux) to drop capabilities",
+)
+
+
+@needs_setpriv_root
+def test_unit_capabilities_suffice_for_configured_owner(tmp_path: Path, pki: Pki) -> None:
+    """With CAP_CHOWN alone the new files get mode, owner and group (mode set before fchown:
+    chmod of a file root no longer owns would need CAP_FOWNER), and a renewal that keeps the
+    key reads it through the group when it is root-owned and group-readable."""
+    first = _swap_with_unit_caps(tmp_path, "nobody", "0", pki.old, keep_key=False)
+    assert first.returncode == 0, first.stdout + first.stderr
+    st = (tmp_path / "web.key").stat()
+    assert (st.st_uid, st.st_gid, stat.S_IMODE(st.st_mode)) == (65534, 0, 0o640)
+    renewal = _swap_with_unit_caps(tmp_path, "nobody", "0", pki.reuse, keep_key=True)
+    assert renewal.returncode == 0, renewal.stdout + renewal.stderr
+    assert (tmp_path / "web.pem").read_bytes() == pki.reuse.cert
+
+
+@needs_setpriv_root
+def test_unit_capabilities_refuse_another_users_private_key_clearly(
+    tmp_path: Path, pki: Pki
+) -> None:
+    """A key only another user could read would lock scepd out of it at the next renewal
+    (and the swap itself reads the staged files back): refused before anything is written,
+    in one line naming the file and the drop-in, every file left as it was."""
+    first = _swap_with_unit_caps(tmp_path, "nobody", "0", pki.old, keep_key=False)
+    assert first.returncode == 0, first.stdout + first.stderr
+    before = {p.name: p.read_bytes() for p in tmp_path.glob("web.*")}
+    renewal = _swap_with_unit_caps(tmp_path, "nobody", "nogroup", pki.reuse, keep_key=True)
+    assert renewal.returncode == 1, renewal.stdout + renewal.stderr
+    (line,) = renewal.stdout.splitlines()
+    assert line == (
+        f"{tmp_path / 'web.key'}: owner nobody, group nogroup and key_mode 0640 would lock "
+        "scepd out of its own file (root without CAP_DAC_OVERRIDE, as in scepd.service): make "
+        "it root-owned or group-readable, or install scepd.service.d/other-owners.conf"
+    )
+    assert {p.name: p.read_bytes() for p in tmp_path.glob("web.*")} == before
+    assert not (tmp_path / "state" / "intent.json").exists()
