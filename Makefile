@@ -1,5 +1,6 @@
 # make test         venv with the latest PyPI releases: ruff, mypy, pytest
 # make test-debian  the same pytest suite on Debian bookworm's own python3-* packages
+# make deb          dist/scepd_<version>_all.deb, built offline and linted
 SHELL := /bin/bash
 PYTHON ?= python3
 VENV := .venv
@@ -7,9 +8,12 @@ VPY := $(VENV)/bin/python
 TEST_DEBS := scep libsystemd-dev pkg-config strongswan-pki libstrongswan-extra-plugins
 DEBIAN_PY_DEBS := python3-cryptography python3-asn1crypto python3-requests python3-apscheduler \
 	python3-yaml python3-systemd python3-pytest python3-hypothesis
+DEB_BUILD_DEBS := debhelper dh-python pybuild-plugin-pyproject python3-all python3-setuptools \
+	lintian python3-pytest python3-cryptography python3-asn1crypto python3-requests \
+	python3-apscheduler python3-yaml python3-systemd
 PYTEST_ARGS ?=
 
-.PHONY: test test-debian lint deps venv bench demo man clean
+.PHONY: test test-debian deb lint deps venv bench demo man clean
 
 deps:
 	@scripts/apt-ensure $(TEST_DEBS)
@@ -17,7 +21,7 @@ deps:
 $(VENV)/.installed: pyproject.toml | deps
 	$(PYTHON) -m venv $(VENV)
 	$(VPY) -m pip install -q --upgrade pip
-	$(VPY) -m pip install -q -e '.[dev,systemd]'
+	$(VPY) -m pip install -q -e '.[dev]'
 	touch $@
 
 venv: $(VENV)/.installed
@@ -34,6 +38,10 @@ test-debian:
 	@scripts/apt-ensure $(TEST_DEBS) $(DEBIAN_PY_DEBS)
 	PYTHONNOUSERSITE=1 /usr/bin/python3 -s scripts/check-debian-stack
 	PYTHONNOUSERSITE=1 PYTHONPATH=$(CURDIR) /usr/bin/python3 -s -m pytest -q -p no:cacheprovider $(PYTEST_ARGS)
+
+deb:
+	@scripts/apt-ensure $(DEB_BUILD_DEBS)
+	scripts/build-deb
 
 bench: venv
 	bench/enroll.sh
