@@ -1,6 +1,7 @@
 # make test         venv with the latest PyPI releases: ruff, mypy, pytest
 # make test-debian  the same pytest suite on Debian bookworm's own python3-* packages
 # make deb          dist/scepd_<version>_all.deb, built offline and linted
+# make test-deb     installs that .deb with apt, tests the installed scepd, purges it
 SHELL := /bin/bash
 PYTHON ?= python3
 VENV := .venv
@@ -13,7 +14,7 @@ DEB_BUILD_DEBS := debhelper dh-python pybuild-plugin-pyproject python3-all pytho
 	python3-apscheduler python3-yaml python3-systemd
 PYTEST_ARGS ?=
 
-.PHONY: test test-debian deb lint deps venv bench demo man clean
+.PHONY: test test-debian deb test-deb lint deps venv bench demo man clean
 
 deps:
 	@scripts/apt-ensure $(TEST_DEBS)
@@ -27,7 +28,7 @@ $(VENV)/.installed: pyproject.toml | deps
 venv: $(VENV)/.installed
 
 lint: venv
-	$(VENV)/bin/ruff check scepd tests bench
+	$(VENV)/bin/ruff check scepd tests bench packaging/debian/tests
 	$(VENV)/bin/mypy scepd
 
 test: lint
@@ -42,6 +43,12 @@ test-debian:
 deb:
 	@scripts/apt-ensure $(DEB_BUILD_DEBS)
 	scripts/build-deb
+
+INSTALLED_TEST_DEBS := scep openssl python3-pytest python3-cryptography systemd
+
+test-deb: deb
+	@scripts/apt-ensure $(INSTALLED_TEST_DEBS)
+	scripts/test-deb
 
 bench: venv
 	bench/enroll.sh
