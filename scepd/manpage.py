@@ -77,6 +77,14 @@ def scepd_8(parser: argparse.ArgumentParser) -> str:
         ".TP",
         "/var/lib/scepd",
         "state: pending requests, swap journal, locks, last versions, debug dumps",
+        ".TP",
+        "/lib/systemd/system/scepd.service",
+        "the daemon (\\fBscepd run\\fR) as root with CAP_CHOWN as its only capability, in a "
+        "sandbox that its hooks share; \\fBscepd\\-renew.timer\\fR is the alternative",
+        ".TP",
+        "/usr/share/doc/scepd/examples/",
+        "config.example.yaml, and drop\\-ins for scepd.service: other\\-owners.conf.example "
+        "(CAP_FOWNER, CAP_DAC_OVERRIDE) and unprivileged.conf.example (User=scepd)",
         ".SH SEE ALSO",
         "\\fBscepd.yaml\\fR(5), \\fBsystemd.service\\fR(5), \\fBjournalctl\\fR(1)",
     ]
