@@ -2,6 +2,7 @@
 # make test-debian  the same pytest suite on Debian bookworm's own python3-* packages
 # make deb          dist/scepd_<version>_all.deb, built offline and linted
 # make test-deb     installs that .deb with apt, tests the installed scepd, purges it
+# make test-systemd the .deb under a real systemd: a booted bookworm root (systemd-nspawn)
 SHELL := /bin/bash
 PYTHON ?= python3
 VENV := .venv
@@ -14,7 +15,7 @@ DEB_BUILD_DEBS := debhelper dh-python pybuild-plugin-pyproject python3-all pytho
 	python3-apscheduler python3-yaml python3-systemd
 PYTEST_ARGS ?=
 
-.PHONY: test test-debian deb test-deb lint deps venv bench demo man clean
+.PHONY: test test-debian deb test-deb test-systemd lint deps venv bench demo man clean
 
 deps:
 	@scripts/apt-ensure $(TEST_DEBS)
@@ -49,6 +50,15 @@ INSTALLED_TEST_DEBS := scep openssl python3-pytest python3-cryptography systemd
 test-deb: deb
 	@scripts/apt-ensure $(INSTALLED_TEST_DEBS)
 	scripts/test-deb
+
+# Root only.  scripts/nspawn-root installs systemd-container and debootstrap and caches the
+# root in $$SCEPD_NSPAWN_CACHE (default /var/cache/scepd-nspawn); the host side (devca, pytest)
+# runs on Debian's python3.
+test-systemd: deb
+	@scripts/apt-ensure $(TEST_DEBS) $(DEBIAN_PY_DEBS)
+	scripts/nspawn-root
+	SCEPD_TEST_SYSTEMD=1 PYTHONNOUSERSITE=1 PYTHONPATH=$(CURDIR) /usr/bin/python3 -s -m pytest \
+		-q -p no:cacheprovider $(PYTEST_ARGS) tests/systemd
 
 bench: venv
 	bench/enroll.sh
