@@ -6,10 +6,12 @@ and no temporary directory behind, also when Ctrl-C ends it early."""
 from __future__ import annotations
 
 import os
+import queue
 import re
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -92,25 +94,40 @@ def test_ctrl_c_ends_early_shows_status_and_cleans_up(tmp_path: Path) -> None:
         [str(DEMO)], env=demo_env(tmp_path, 600), stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT, text=True, start_new_session=True,
     )  # fmt: skip
-    lines: list[str] = []
-    try:
+    lines: queue.Queue[str | None] = queue.Queue()
+    seen: list[str] = []
+
+    def read() -> None:  # a thread, so that a demo that prints nothing cannot hang the test
         assert proc.stdout is not None
-        deadline = time.monotonic() + 30
         for line in proc.stdout:
-            lines.append(line)
-            if "web: enrolled CN=" in line:
-                break
-            assert time.monotonic() < deadline, "".join(lines)
-        else:
-            raise AssertionError("".join(lines))
+            lines.put(line)
+        lines.put(None)
+
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+    try:
+        deadline = time.monotonic() + 30
+        while not any("web: enrolled CN=" in line for line in seen):
+            try:
+                line = lines.get(timeout=max(0.0, deadline - time.monotonic()))
+            except queue.Empty:
+                raise AssertionError("no enrollment in 30 s:\n" + "".join(seen)) from None
+            if line is None:
+                raise AssertionError("".join(seen))
+            seen.append(line)
         # A terminal's Ctrl-C: SIGINT to the whole foreground process group.
         os.killpg(proc.pid, signal.SIGINT)
-        rest, _ = proc.communicate(timeout=30)
+        proc.wait(timeout=30)
+        reader.join(10)
     finally:
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
-    out = "".join(lines) + rest
+    while not lines.empty():
+        line = lines.get_nowait()
+        if line is not None:
+            seen.append(line)
+    out = "".join(seen)
     assert proc.returncode == 0, out
     assert "ended early by Ctrl-C" in out
     assert "==> scepd --config " in out and "web: CN=web01.example.com,O=scepd demo\n" in out
