@@ -39,14 +39,17 @@ CERT_MODE = 0o644
 MIN_KEY_BITS = 2048
 
 
+# What to do when root is bound by file modes (scepd.service drops CAP_DAC_OVERRIDE).
+_BOUND_BY_MODES = (
+    "root without CAP_DAC_OVERRIDE, as in scepd.service, is bound by file modes: make it "
+    "root-owned or group-readable, or install scepd.service.d/other-owners.conf"
+)
+
+
 def _why(exc: OSError) -> str:
     text = exc.strerror or str(exc)
-    if isinstance(exc, PermissionError) and os.geteuid() == 0:
-        # Root still refused: scepd.service drops CAP_DAC_OVERRIDE (see the unit's comments).
-        text += (
-            "; root without CAP_DAC_OVERRIDE is bound by file modes: make it root-owned or "
-            "group-readable, or install scepd.service.d/other-owners.conf"
-        )
+    if isinstance(exc, PermissionError) and os.geteuid() == 0 and not _overrides_file_modes():
+        text += f"; {_BOUND_BY_MODES}"
     return text
 
 
@@ -408,9 +411,8 @@ def _resolve_ids(files: FileSet) -> tuple[int | None, int | None]:
             if not _root_can_read(mode, uid, gid):
                 raise LocalFileError(
                     f"{files.key}: owner {files.owner or 'root'}, group {files.group or 'root'}"
-                    f" and {what} {mode:04o} would lock scepd out of its own file (root "
-                    "without CAP_DAC_OVERRIDE, as in scepd.service): make it root-owned or "
-                    "group-readable, or install scepd.service.d/other-owners.conf"
+                    f" and {what} {mode:04o} would lock scepd out of its own file; "
+                    f"{_BOUND_BY_MODES}"
                 )
     return uid, gid
 

@@ -464,8 +464,37 @@ def test_unit_capabilities_refuse_another_users_private_key_clearly(
     (line,) = renewal.stdout.splitlines()
     assert line == (
         f"{tmp_path / 'web.key'}: owner nobody, group nogroup and key_mode 0640 would lock "
-        "scepd out of its own file (root without CAP_DAC_OVERRIDE, as in scepd.service): make "
-        "it root-owned or group-readable, or install scepd.service.d/other-owners.conf"
+        "scepd out of its own file; root without CAP_DAC_OVERRIDE, as in scepd.service, is "
+        "bound by file modes: make it root-owned or group-readable, or install "
+        "scepd.service.d/other-owners.conf"
     )
     assert {p.name: p.read_bytes() for p in tmp_path.glob("web.*")} == before
     assert not (tmp_path / "state" / "intent.json").exists()
+
+
+@needs_setpriv_root
+def test_unit_capabilities_name_the_fix_when_a_key_is_unreadable(tmp_path: Path, pki: Pki) -> None:
+    """A key made unreadable by hand (another user's, 0600): reading it fails in one line
+    that says why root was refused and what to do."""
+    key = tmp_path / "web.key"
+    key.write_bytes(pki.old.key)
+    os.chown(key, 65534, 65534)
+    key.chmod(0o600)
+    child = (
+        "import sys\nfrom pathlib import Path\nfrom scepd import store\n"
+        "from scepd.errors import ScepError\n"
+        "try:\n    store.load_key(Path(sys.argv[1]))\n"
+        "except ScepError as exc:\n    print(exc)\n    sys.exit(1)\n"
+    )
+    result = subprocess.run(
+        ["setpriv", f"--bounding-set={UNIT_CAPS_DROPPED}", "--", sys.executable, "-c", child,
+         str(key)],
+        check=False, capture_output=True, text=True, timeout=60,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+    )  # fmt: skip
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert result.stdout == (
+        f"{key}: cannot read key (Permission denied; root without CAP_DAC_OVERRIDE, as in "
+        "scepd.service, is bound by file modes: make it root-owned or group-readable, or "
+        "install scepd.service.d/other-owners.conf)\n"
+    )
