@@ -196,18 +196,23 @@ def test_security_exposure(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -
     assert result.returncode == 0, result.stdout  # fmt: skip
 
 
-@needs_analyze
-def test_unprivileged_dropin(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    """The drop-in's assignments, appended to the unit, as systemd applies a drop-in."""
-    d = directives(DROPIN.read_text())
-    assert d["User"] == ["scepd"] and d["CapabilityBoundingSet"] == [""]
-    unit = checkable_copy(tmp_path, UNIT.read_text() + "\n" + DROPIN.read_text())
+def dropin_exposure(tmp_path: Path, dropin: Path, capsys: pytest.CaptureFixture[str]) -> float:
+    """The drop-in's assignments appended to the unit, as systemd applies a drop-in: it must
+    verify without a word, and its exposure is returned (and shown)."""
+    unit = checkable_copy(tmp_path, UNIT.read_text() + "\n" + dropin.read_text())
     result = analyze("verify", "--man=no", unit)
     assert (result.returncode, result.stdout, result.stderr) == (0, "", "")
     value = exposure(unit)
     with capsys.disabled():
-        print(f"scepd.service + unprivileged.conf exposure: {value}")
-    assert value <= EXPOSURE_UNPRIVILEGED_MAX
+        print(f"scepd.service + {dropin.name} exposure: {value}")
+    return value
+
+
+@needs_analyze
+def test_unprivileged_dropin(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    d = directives(DROPIN.read_text())
+    assert d["User"] == ["scepd"] and d["CapabilityBoundingSet"] == [""]
+    assert dropin_exposure(tmp_path, DROPIN, capsys) <= EXPOSURE_UNPRIVILEGED_MAX
 
 
 TIMER_SERVICE = UNIT.parent / "scepd-renew.service"
@@ -241,10 +246,4 @@ def test_other_owners_dropin(tmp_path: Path, capsys: pytest.CaptureFixture[str])
     assert set(d["CapabilityBoundingSet"][0].split()) == {
         "CAP_CHOWN", "CAP_FOWNER", "CAP_DAC_OVERRIDE"
     }  # fmt: skip
-    unit = checkable_copy(tmp_path, UNIT.read_text() + "\n" + OTHER_OWNERS.read_text())
-    result = analyze("verify", "--man=no", unit)
-    assert (result.returncode, result.stdout, result.stderr) == (0, "", "")
-    value = exposure(unit)
-    with capsys.disabled():
-        print(f"scepd.service + other-owners.conf exposure: {value}")
-    assert value <= EXPOSURE_OTHER_OWNERS_MAX
+    assert dropin_exposure(tmp_path, OTHER_OWNERS, capsys) <= EXPOSURE_OTHER_OWNERS_MAX
